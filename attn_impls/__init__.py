@@ -1,0 +1,11 @@
+"""Attention implementations for the benchmark suite, one adapter module per library.
+
+Each adapter registers `AttnImpl` entries into `REGISTRY` on import; optional
+libraries are imported only inside their adapter's probe and factory.
+"""
+from .registry import (LAYOUTS, REGISTRY, SOFTCAP, VARIANTS, AttnFn, AttnImpl, AttnShape,
+                       get_impl, library_version, neighborhood_mask, softcap_scores)
+from . import native, sdpa, flex  # noqa: F401,E402  (registration order = report order)
+
+__all__ = ["LAYOUTS", "REGISTRY", "SOFTCAP", "VARIANTS", "AttnFn", "AttnImpl", "AttnShape",
+           "get_impl", "library_version", "neighborhood_mask", "softcap_scores"]

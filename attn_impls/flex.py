@@ -1,0 +1,65 @@
+"""FlexAttention (`torch.nn.attention.flex_attention`), compiled in every mode.
+
+Layout: bhsd. Flex is only fast when compiled, so the callable is always
+`torch.compile(flex_attention)`, in the suite's eager mode too. softcap is a
+`score_mod`; neighborhood is a `block_mask` built from a `mask_mod` on the patch
+grid. On CPU, flex has no backward pass (training cells skip; forward parity runs).
+"""
+from __future__ import annotations
+
+import functools
+
+import torch
+
+from .registry import (NEIGHBORHOOD_RADIUS, VARIANTS, AttnImpl, AttnShape, import_reason,
+                       register, softcap_scores)
+
+
+@functools.cache
+def _compiled_flex():
+    from torch.nn.attention.flex_attention import flex_attention
+    return torch.compile(flex_attention, dynamic=False)
+
+
+def _softcap_score_mod(score, b, h, q_idx, kv_idx):
+    return softcap_scores(score)
+
+
+def neighborhood_block_mask(shape: AttnShape):
+    """BlockMask of the neighborhood variant for a square patch grid."""
+    from torch.nn.attention.flex_attention import create_block_mask
+    side = shape.grid
+
+    def neighborhood(b, h, q_idx, kv_idx):
+        near_row = (q_idx // side - kv_idx // side).abs() < NEIGHBORHOOD_RADIUS
+        near_col = (q_idx % side - kv_idx % side).abs() < NEIGHBORHOOD_RADIUS
+        return near_row & near_col
+
+    return create_block_mask(neighborhood, None, None, shape.seq_len, shape.seq_len,
+                             device=shape.device)
+
+
+def _factory(variant: str, shape: AttnShape):
+    flex = _compiled_flex()
+    score_mod = _softcap_score_mod if variant == "softcap" else None
+    block_mask = neighborhood_block_mask(shape) if variant == "neighborhood" else None
+
+    def flex_attention(q_bhsd, k_bhsd, v_bhsd):
+        return flex(q_bhsd, k_bhsd, v_bhsd, score_mod=score_mod, block_mask=block_mask)
+
+    return flex_attention
+
+
+FLEX = register(AttnImpl(
+    id="flex",
+    library="torch",
+    layout="bhsd",
+    variants=VARIANTS,
+    backward=True,
+    compile=True,
+    kernel=r"flex_attention",
+    probe=lambda device: import_reason("torch.nn.attention.flex_attention", "needs torch>=2.5"),
+    factory=_factory,
+    description="FlexAttention, torch.compile'd (score_mod softcap, block_mask neighborhood)",
+    cpu_backward=False,
+))

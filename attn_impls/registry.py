@@ -1,0 +1,182 @@
+"""The registry: one `AttnImpl` entry per attention implementation.
+
+An entry is data. Adapter modules (`native.py`, `sdpa.py`, ...) build entries
+and `register()` them; nothing else needs editing to add an implementation.
+"""
+from __future__ import annotations
+
+import importlib.metadata
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+VARIANTS = ("plain", "softcap", "neighborhood")
+LAYOUTS = ("bhsd", "bshd")
+SOFTCAP = 30.0
+# neighborhood: a patch token sees tokens with |Δrow| < NEIGHBORHOOD_RADIUS and
+# |Δcol| < NEIGHBORHOOD_RADIUS on the 2-D patch grid.
+NEIGHBORHOOD_RADIUS = 5
+
+# An attention callable takes q, k, v in the entry's layout and returns the
+# output in the same layout: (B, H, S, D) for "bhsd", (B, S, H, D) for "bshd".
+AttnFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class AttnShape:
+    """What a factory needs to know about the attention it builds."""
+
+    heads: int
+    head_dim: int
+    seq_len: int
+    device: str
+
+    @property
+    def grid(self) -> int:
+        side = round(self.seq_len**0.5)
+        if side * side != self.seq_len:
+            raise ValueError(f"seq_len {self.seq_len} is not a square patch grid")
+        return side
+
+
+@dataclass(frozen=True)
+class AttnImpl:
+    """One attention implementation.
+
+    id: stable name used in test ids and results.
+    library: the distribution whose version is recorded ("torch", "flash-attn-4", ...).
+    layout: "bhsd" or "bshd", the layout the factory's callable takes and returns.
+    variants: the attention variants it can compute (subset of VARIANTS).
+    backward: whether it has a backward pass (on CUDA).
+    compile: whether it runs under torch.compile (possibly with graph breaks).
+    kernel: regex over profiler op/kernel names that must match during a step
+        when this implementation runs; "" means no fused attention kernel may run
+        (hand-written attention, SDPA math).
+    probe: device -> "" if usable on that device, else the reason it is not.
+    factory: (variant, shape) -> attention callable.
+    install: how a user gets the library (shown in skip reasons).
+    proven_on_hardware: False for adapters written to the documented API that
+        have not yet run on a GPU here.
+    cpu_backward: whether the backward pass also exists on CPU.
+    compiler_may_rewrite: torch.compile may legitimately turn it into another
+        kernel (Inductor's attention pattern matcher on hand-written attention);
+        the cell then reports what it became instead of failing.
+    """
+
+    id: str
+    library: str
+    layout: str
+    variants: tuple[str, ...]
+    backward: bool
+    compile: bool
+    kernel: str
+    probe: Callable[[str], str]
+    factory: Callable[[str, AttnShape], AttnFn]
+    description: str = ""
+    install: str = ""
+    proven_on_hardware: bool = True
+    cpu_backward: bool = True
+    compiler_may_rewrite: bool = False
+
+    def __post_init__(self):
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"{self.id}: layout must be one of {LAYOUTS}, got {self.layout!r}")
+        unknown = set(self.variants) - set(VARIANTS)
+        if unknown:
+            raise ValueError(f"{self.id}: unknown variants {sorted(unknown)}; valid: {VARIANTS}")
+
+    def unsupported_reason(self, variant: str, device: str, backward: bool = True) -> str:
+        """Why this implementation cannot run `variant` on `device` ("" if it can)."""
+        reason = self.probe(device)
+        if reason:
+            return reason
+        if variant not in self.variants:
+            return f"{self.id} cannot express variant {variant!r} (supports: {', '.join(self.variants)})"
+        if backward and device == "cpu" and not self.cpu_backward:
+            return f"{self.id} has no backward pass on CPU"
+        if backward and not self.backward:
+            return f"{self.id} has no backward pass"
+        return ""
+
+
+REGISTRY: dict[str, AttnImpl] = {}
+
+
+def register(impl: AttnImpl) -> AttnImpl:
+    if impl.id in REGISTRY:
+        raise ValueError(f"duplicate attention implementation id {impl.id!r}")
+    REGISTRY[impl.id] = impl
+    return impl
+
+
+def get_impl(impl_id: str) -> AttnImpl:
+    """Return the entry named `impl_id`; ValueError listing valid ids if unknown."""
+    try:
+        return REGISTRY[impl_id]
+    except KeyError:
+        raise ValueError(
+            f"unknown attention implementation {impl_id!r}; valid: {', '.join(REGISTRY)}"
+        ) from None
+
+
+def library_version(dist: str) -> str:
+    """Installed version of distribution `dist`, or "not installed"."""
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def needs_cuda(device: str) -> str:
+    """Probe helper: reason string when `device` is not a CUDA device."""
+    if not device.startswith("cuda"):
+        return f"needs a CUDA GPU, found {device.upper()}"
+    if not torch.cuda.is_available():
+        return "needs a CUDA GPU, torch.cuda.is_available() is False"
+    return ""
+
+
+def needs_sm(device: str, major_min: int, major_max: int | None = None) -> str:
+    """Probe helper: reason when the GPU's compute capability is out of range."""
+    reason = needs_cuda(device)
+    if reason:
+        return reason
+    major, minor = torch.cuda.get_device_capability(device)
+    if major < major_min or (major_max is not None and major > major_max):
+        want = f"sm_{major_min}0" + (f"..sm_{major_max}x" if major_max else "+")
+        return f"needs {want}, found sm_{major}{minor} ({torch.cuda.get_device_name(device)})"
+    return ""
+
+
+def import_reason(module: str, install: str) -> str:
+    """Probe helper: "" if `module` imports, else a reason a user can act on."""
+    try:
+        importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        missing = e.name or module
+        if module == missing or module.startswith(missing + "."):
+            return f"{missing} not installed ({install})"
+        return f"import {module} failed: {e}"
+    except Exception as e:  # a broken install raises anything: report it, never crash collection
+        return f"import {module} failed: {type(e).__name__}: {e}"
+    return ""
+
+
+def neighborhood_mask(seq_len: int, device: str | torch.device) -> torch.Tensor:
+    """(S, S) bool mask, True where query token i may attend to key token j.
+
+    Tokens are patches in row-major order on a square grid; i sees j when both
+    |Δrow| and |Δcol| are below NEIGHBORHOOD_RADIUS.
+    """
+    side = AttnShape(1, 1, seq_len, "cpu").grid
+    idx = torch.arange(seq_len, device=device)
+    row, col = idx // side, idx % side
+    near_row = (row[:, None] - row[None, :]).abs() < NEIGHBORHOOD_RADIUS
+    near_col = (col[:, None] - col[None, :]).abs() < NEIGHBORHOOD_RADIUS
+    return near_row & near_col
+
+
+def softcap_scores(scores: torch.Tensor) -> torch.Tensor:
+    """The soft-capping of the softcap variant: SOFTCAP * tanh(scores / SOFTCAP)."""
+    return SOFTCAP * torch.tanh(scores / SOFTCAP)

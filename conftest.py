@@ -1,0 +1,136 @@
+"""pytest wiring of the suite: options, the cell matrix, and what goes into the JSON."""
+from __future__ import annotations
+
+import pytest
+
+from attn_bench import envinfo
+from attn_bench.harness import DEFAULT_ROUNDS, MODES, Suite
+from attn_bench.model import CONFIGS, SEQ_LENS
+from attn_impls import REGISTRY, VARIANTS
+
+DEFAULT_STORAGE = "file://./.benchmarks"
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("attn", "attention benchmark matrix")
+    group.addoption("--attn-impl", default="all",
+                    help=f"comma-separated implementation ids or 'all' ({', '.join(REGISTRY)})")
+    group.addoption("--attn-variant", default="all", help=f"comma-separated variants ({', '.join(VARIANTS)})")
+    group.addoption("--attn-seq-len", default="all",
+                    help=f"comma-separated sequence lengths ({', '.join(map(str, SEQ_LENS))})")
+    group.addoption("--attn-mode", default="all", help=f"comma-separated modes ({', '.join(MODES)})")
+    group.addoption("--attn-profile", default="auto", choices=("auto", *CONFIGS),
+                    help="model sizes: 'full' (the study's), 'smoke' (tiny, for CPU); "
+                         "auto = full on CUDA, smoke on CPU")
+    group.addoption("--attn-rounds", type=int, default=None,
+                    help="timed rounds per cell (default: 20 full, 3 smoke)")
+    group.addoption("--attn-warmup", type=int, default=None,
+                    help="untimed warm-up rounds after the parity steps (default: 5 full, 1 smoke)")
+    group.addoption("--attn-bare-loop", type=int, default=0,
+                    help="also time N steps with a bare perf_counter loop (extra_info.bare_loop_median_ms)")
+    group.addoption("--attn-slowdown", type=float, default=0.0,
+                    help="inject real extra work worth this fraction of each step (gate testing)")
+
+
+def _selection(config, option: str, valid) -> list:
+    raw = config.getoption(option)
+    if raw == "all":
+        return list(valid)
+    chosen = []
+    for name in (part.strip() for part in raw.split(",") if part.strip()):
+        value = int(name) if name.isdigit() else name
+        if value not in valid:
+            raise pytest.UsageError(
+                f"--{option.replace('_', '-')}: unknown name {name!r}; valid: {', '.join(map(str, valid))}")
+        chosen.append(value)
+    return chosen
+
+
+def pytest_configure(config):
+    config._attn_selection = {
+        "impl": _selection(config, "attn_impl", list(REGISTRY)),
+        "variant": _selection(config, "attn_variant", VARIANTS),
+        "seq_len": _selection(config, "attn_seq_len", SEQ_LENS),
+        "mode": _selection(config, "attn_mode", MODES),
+    }
+    for option in ("attn_rounds", "attn_warmup", "attn_bare_loop"):
+        value = config.getoption(option)
+        if value is not None and value < (1 if option == "attn_rounds" else 0):
+            raise pytest.UsageError(f"--{option.replace('_', '-')} must be positive, got {value}")
+    if not 0 <= config.getoption("attn_slowdown") < 10:
+        raise pytest.UsageError("--attn-slowdown is a fraction of a step, e.g. 0.05")
+    device = envinfo.default_device()
+    profile = config.getoption("attn_profile")
+    if profile == "auto":
+        profile = "full" if device == "cuda" else "smoke"
+    rounds, warmup = DEFAULT_ROUNDS[profile]
+    config._attn_suite = Suite(
+        profile=profile, device=device,
+        rounds=config.getoption("attn_rounds") or rounds,
+        warmup=warmup if config.getoption("attn_warmup") is None else config.getoption("attn_warmup"),
+        bare_loop=config.getoption("attn_bare_loop"),
+        slowdown=config.getoption("attn_slowdown"),
+    )
+    config._attn_skipped = []
+    config._attn_failed = []
+    config.pluginmanager.register(_OutcomeRecorder(config), "attn-outcomes")
+    # Results of different GPU models never share a baseline folder.
+    if getattr(config.option, "benchmark_storage", None) == DEFAULT_STORAGE:
+        config.option.benchmark_storage = f"{DEFAULT_STORAGE}/{envinfo.gpu_info(device)['gpu_slug']}"
+
+
+def pytest_generate_tests(metafunc):
+    selection = metafunc.config._attn_selection
+    for name in ("impl", "variant", "seq_len", "mode"):
+        if name in metafunc.fixturenames:
+            metafunc.parametrize(name, selection[name])
+
+
+@pytest.fixture(scope="session")
+def suite(request) -> Suite:
+    return request.config._attn_suite
+
+
+def pytest_report_header(config):
+    s = config._attn_suite
+    gpu = envinfo.gpu_info(s.device)
+    return [f"attn suite: profile={s.profile} device={s.device} gpu={gpu['gpu']} "
+            f"rounds={s.rounds} warmup={s.warmup} torch={envinfo.library_versions()['torch']}"]
+
+
+class _OutcomeRecorder:
+    """Keeps the skipped and failed cells, which never reach pytest-benchmark's JSON."""
+
+    def __init__(self, config):
+        self.config = config
+
+    def pytest_runtest_logreport(self, report):
+        if "[" not in report.nodeid:
+            return
+        if report.skipped:
+            reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+            self.config._attn_skipped.append(
+                {"test": report.nodeid, "reason": reason.removeprefix("Skipped: ")})
+        elif report.failed:
+            self.config._attn_failed.append(
+                {"test": report.nodeid, "when": report.when, "message": str(report.longrepr)[-2000:]})
+
+
+def pytest_benchmark_update_machine_info(config, machine_info):
+    device = config._attn_suite.device
+    machine_info["gpu"] = envinfo.gpu_info(device)
+    machine_info["libraries"] = envinfo.library_versions()
+
+
+def pytest_benchmark_update_json(config, benchmarks, output_json):
+    s = config._attn_suite
+    output_json["attn_suite"] = {
+        "profile": s.profile,
+        "device": s.device,
+        "rounds": s.rounds,
+        "warmup": s.warmup,
+        "slowdown": s.slowdown,
+        "availability": envinfo.availability(s.device),
+        "skipped": config._attn_skipped,
+        "failed": config._attn_failed,
+    }
