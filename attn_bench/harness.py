@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from attn_impls import REGISTRY, AttnImpl, AttnShape, get_impl
+from attn_impls import REGISTRY, AttnImpl, AttnShape, Unsupported, get_impl
 from attn_impls.registry import VARIANTS
 
 from . import parity
@@ -125,10 +125,13 @@ class Suite:
 
         Raises CellFailure (parity, kernel mismatch, NaN, out of memory) with a
         message that says what and by how much; the cell is then not timed.
+        Raises CellSkip when the library refuses the inputs (adapters raise Unsupported).
         """
         failure = None
         try:
             return self._run_cell(cell, benchmark)
+        except Unsupported as e:
+            raise CellSkip(str(e)) from None
         except torch.OutOfMemoryError as e:
             # Build the message here and raise outside this block so the
             # traceback (and the tensors its frames hold) is freed first.

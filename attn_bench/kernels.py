@@ -9,6 +9,9 @@ from torch.profiler import ProfilerActivity, profile
 from attn_impls import REGISTRY, AttnImpl
 
 
+ATTENTION_LIKE = re.compile(r"(?i)attn|attention|fmha|flash|sdp|cudnn|softmax|flex|xformers|triton_tem")
+
+
 def profiled_names(step, device: str) -> set[str]:
     """Names of every op and device kernel recorded while `step()` runs once."""
     activities = [ProfilerActivity.CPU]
@@ -27,6 +30,7 @@ class KernelCheck:
     own: tuple[str, ...]       # names matching the implementation's own kernel pattern
     foreign: tuple[str, ...]   # attention kernels of other registered implementations
     foreign_ids: tuple[str, ...]
+    candidates: tuple[str, ...] = ()  # attention-looking names, shown when the check fails
 
     @property
     def ok(self) -> bool:
@@ -53,6 +57,7 @@ class KernelCheck:
         if self.foreign:
             lines.append(f"  other implementations' kernels ran: {list(self.foreign)} "
                          f"({', '.join(self.foreign_ids)})")
+        lines.append(f"  attention-looking names seen: {list(self.candidates)}")
         return "\n".join(lines)
 
 
@@ -74,4 +79,6 @@ def check_kernels(impl: AttnImpl, names: set[str]) -> KernelCheck:
         if ids:
             foreign.append(name)
             foreign_ids.update(ids)
-    return KernelCheck(impl.id, tuple(own), tuple(foreign), tuple(sorted(foreign_ids)))
+    candidates = sorted(n for n in names if ATTENTION_LIKE.search(n))[:40]
+    return KernelCheck(impl.id, tuple(own), tuple(foreign), tuple(sorted(foreign_ids)),
+                       tuple(candidates))

@@ -42,8 +42,8 @@ CONFIGS: dict[str, dict[int, VitConfig]] = {
         3136: VitConfig(img_size=224, patch_size=4, batch=8, heads=12, head_dim=64, depth=6),
     },
     "smoke": {
-        196: VitConfig(img_size=224, patch_size=16, batch=4, heads=2, head_dim=16, depth=2),
-        3136: VitConfig(img_size=224, patch_size=4, batch=1, heads=2, head_dim=16, depth=1),
+        196: VitConfig(img_size=224, patch_size=16, batch=4, heads=2, head_dim=64, depth=2),
+        3136: VitConfig(img_size=224, patch_size=4, batch=1, heads=2, head_dim=64, depth=1),
     },
 }
 SEQ_LENS = tuple(CONFIGS["full"])

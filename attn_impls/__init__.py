@@ -4,8 +4,8 @@ Each adapter registers `AttnImpl` entries into `REGISTRY` on import; optional
 libraries are imported only inside their adapter's probe and factory.
 """
 from .registry import (LAYOUTS, REGISTRY, SOFTCAP, VARIANTS, AttnFn, AttnImpl, AttnShape,
-                       get_impl, library_version, neighborhood_mask, softcap_scores)
-from . import native, sdpa, flex  # noqa: F401,E402  (registration order = report order)
+                       Unsupported, get_impl, library_version, neighborhood_mask, softcap_scores)
+from . import native, sdpa, flex, flash, te, xformers  # noqa: F401,E402  (registration order = report order)
 
 __all__ = ["LAYOUTS", "REGISTRY", "SOFTCAP", "VARIANTS", "AttnFn", "AttnImpl", "AttnShape",
-           "get_impl", "library_version", "neighborhood_mask", "softcap_scores"]
+           "Unsupported", "get_impl", "library_version", "neighborhood_mask", "softcap_scores"]

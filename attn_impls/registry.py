@@ -17,6 +17,8 @@ SOFTCAP = 30.0
 # neighborhood: a patch token sees tokens with |Δrow| < NEIGHBORHOOD_RADIUS and
 # |Δcol| < NEIGHBORHOOD_RADIUS on the 2-D patch grid.
 NEIGHBORHOOD_RADIUS = 5
+# cuDNN's attention kernels, run by both SDPA's cuDNN backend and TE's fused backend.
+CUDNN_SDPA_KERNEL = r"cudnn_generated_fort_native_sdpa|sm\d+_flash_[fb]prop"
 
 # An attention callable takes q, k, v in the entry's layout and returns the
 # output in the same layout: (B, H, S, D) for "bhsd", (B, S, H, D) for "bshd".
@@ -98,6 +100,10 @@ class AttnImpl:
         if backward and not self.backward:
             return f"{self.id} has no backward pass"
         return ""
+
+
+class Unsupported(RuntimeError):
+    """Raised by an adapter when its library refuses these inputs; the cell skips with the message."""
 
 
 REGISTRY: dict[str, AttnImpl] = {}

@@ -6,15 +6,20 @@ neighborhood variant is passed as a dense (S, S) boolean mask.
 """
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from .registry import AttnImpl, AttnShape, needs_cuda, needs_sm, neighborhood_mask, register
+from .registry import (CUDNN_SDPA_KERNEL, AttnImpl, AttnShape, Unsupported, needs_cuda,                        needs_sm, neighborhood_mask, register)
 
 
 def _make_factory(backend: SDPBackend):
     def factory(variant: str, shape: AttnShape):
+        refusal = _refusal(backend, variant, shape)
+        if refusal:
+            raise Unsupported(refusal)
         mask = neighborhood_mask(shape.seq_len, shape.device) if variant == "neighborhood" else None
 
         def sdpa_attention(q_bhsd, k_bhsd, v_bhsd):
@@ -24,6 +29,20 @@ def _make_factory(backend: SDPBackend):
         return sdpa_attention
 
     return factory
+
+
+def _refusal(backend: SDPBackend, variant: str, shape: AttnShape) -> str:
+    """Empty if the pinned backend takes this variant on this device, else SDPA's reasons."""
+    mask = neighborhood_mask(shape.seq_len, shape.device) if variant == "neighborhood" else None
+    q = torch.zeros(1, shape.heads, shape.seq_len, shape.head_dim, device=shape.device,
+                    dtype=torch.bfloat16)
+    with warnings.catch_warnings(record=True) as caught, sdpa_kernel([backend]):
+        warnings.simplefilter("always")
+        try:
+            F.scaled_dot_product_attention(q, q, q, attn_mask=mask)
+        except RuntimeError as e:
+            return f"SDPA {backend.name} refused: {e}; " + "; ".join(str(w.message) for w in caught)
+    return ""
 
 
 def _entry(impl_id, backend, variants, kernel, probe, description):
@@ -48,5 +67,5 @@ SDPA_MATH = _entry(
     "SDPA math backend (composite of matmul and softmax)")
 SDPA_CUDNN = _entry(
     "sdpa_cudnn", SDPBackend.CUDNN_ATTENTION, ("plain", "neighborhood"),
-    r"_scaled_dot_product_cudnn_attention", lambda device: needs_sm(device, 8),
+    rf"_scaled_dot_product_cudnn_attention|{CUDNN_SDPA_KERNEL}", lambda device: needs_sm(device, 8),
     "SDPA cuDNN backend")

@@ -1,0 +1,114 @@
+"""FlashAttention 2, 3 and 4 (`flash_attn`, `flash_attn_interface`, `flash_attn.cute`).
+
+Layout: bshd (batch, seq, heads, head_dim) for all three. softcap uses each
+library's own `softcap=` argument. No masks: neighborhood is not expressible.
+
+- FA2 registers custom ops, so it compiles without graph breaks.
+- FA3 returns `out` or `(out, lse)` depending on the release: both are handled.
+- FA4 is JIT-compiled CuTe DSL and registers no custom op; under torch.compile
+  it runs outside the graph (`torch.compiler.disable`), one graph break per call.
+- flash-attn 2 and flash-attn-4 share the `flash_attn` package name: with only
+  FA4 installed, `flash_attn` is a namespace package without `flash_attn_func`.
+"""
+from __future__ import annotations
+
+import functools
+
+import torch
+
+from .registry import SOFTCAP, AttnImpl, AttnShape, import_reason, needs_sm, register
+
+
+def _softcap(variant: str) -> float:
+    return SOFTCAP if variant == "softcap" else 0.0
+
+
+def _first(result):
+    return result[0] if isinstance(result, tuple) else result
+
+
+# --- FA2 -------------------------------------------------------------------------
+@functools.cache
+def _fa2_probe(device: str) -> str:
+    reason = needs_sm(device, 8) or import_reason("flash_attn.flash_attn_interface",
+                                                  "pip install 'attn-bench[fa2]'")
+    if reason and "flash_attn.flash_attn_interface" in reason:
+        import importlib.util
+        if importlib.util.find_spec("flash_attn.cute") is not None:
+            return "flash-attn 2 not installed: `flash_attn` is flash-attn-4's namespace package"
+    return reason
+
+
+def _fa2_factory(variant: str, shape: AttnShape):
+    from flash_attn import flash_attn_func
+    softcap = _softcap(variant)
+
+    def fa2_attention(q_bshd, k_bshd, v_bshd):
+        return flash_attn_func(q_bshd, k_bshd, v_bshd, softcap=softcap)
+
+    return fa2_attention
+
+
+FA2 = register(AttnImpl(
+    id="fa2", library="flash-attn", layout="bshd", variants=("plain", "softcap"),
+    backward=True, compile=True, kernel=r"flash_attn::_flash_attn_(forward|backward)",
+    probe=_fa2_probe, factory=_fa2_factory,
+    description="flash-attn 2 flash_attn_func", install="pip install 'attn-bench[fa2]'",
+    proven_on_hardware=False,
+))
+
+
+# --- FA3 -------------------------------------------------------------------------
+@functools.cache
+def _fa3_probe(device: str) -> str:
+    return needs_sm(device, 9, 9) or import_reason(
+        "flash_attn_interface", "build FlashAttention-3 from the flash-attention repo's hopper/ folder")
+
+
+def _fa3_factory(variant: str, shape: AttnShape):
+    from flash_attn_interface import flash_attn_func
+    softcap = _softcap(variant)
+
+    def fa3_attention(q_bshd, k_bshd, v_bshd):
+        return _first(flash_attn_func(q_bshd, k_bshd, v_bshd, softcap=softcap))
+
+    return fa3_attention
+
+
+FA3 = register(AttnImpl(
+    id="fa3", library="flash-attn-3", layout="bshd", variants=("plain", "softcap"),
+    backward=True, compile=True, kernel=r"flash_attn_3::|FlashAttnFwdSm90|FlashAttnBwdSm90",
+    probe=_fa3_probe, factory=_fa3_factory,
+    description="FlashAttention-3 (Hopper) flash_attn_interface.flash_attn_func",
+    install="source build (hopper/)", proven_on_hardware=False,
+))
+
+
+# --- FA4 -------------------------------------------------------------------------
+@functools.cache
+def _fa4_probe(device: str) -> str:
+    return needs_sm(device, 8) or import_reason("flash_attn.cute", "pip install 'attn-bench[fa4]'")
+
+
+@torch.compiler.disable
+def _fa4_call(q_bshd, k_bshd, v_bshd, softcap: float):
+    from flash_attn.cute import flash_attn_func
+    return _first(flash_attn_func(q_bshd, k_bshd, v_bshd, softcap=softcap))
+
+
+def _fa4_factory(variant: str, shape: AttnShape):
+    softcap = _softcap(variant)
+
+    def fa4_attention(q_bshd, k_bshd, v_bshd):
+        return _fa4_call(q_bshd, k_bshd, v_bshd, softcap)
+
+    return fa4_attention
+
+
+FA4 = register(AttnImpl(
+    id="fa4", library="flash-attn-4", layout="bshd", variants=("plain", "softcap"),
+    backward=True, compile=True, kernel=r"(?i)flash.?attention.*(forward|backward)|flash_(fwd|bwd).*sm\d+",
+    probe=_fa4_probe, factory=_fa4_factory,
+    description="flash-attn-4 flash_attn.cute.flash_attn_func (CuTe DSL; outside torch.compile graphs)",
+    install="pip install 'attn-bench[fa4]'", proven_on_hardware=False,
+))

@@ -1,0 +1,94 @@
+"""Transformer Engine `DotProductAttention`, with exactly one backend enabled.
+
+Layout: bshd (`qkv_format="bshd"`); TE returns (B, S, H*D), reshaped here to
+(B, S, H, D). Backends are chosen by NVTE_FLASH_ATTN / NVTE_FUSED_ATTN /
+NVTE_UNFUSED_ATTN. TE caches its choice in a module global keyed by the inputs,
+not by those variables, so each call that changes them asks TE to select again,
+and after each forward the adapter checks which backend TE recorded as used.
+softcap uses TE's `softcap=`; neighborhood is an "arbitrary" boolean mask
+(TE's convention: True = masked out). TE's CUDA library does not load on CPU.
+"""
+from __future__ import annotations
+
+import functools
+import os
+
+from .registry import (CUDNN_SDPA_KERNEL, SOFTCAP, AttnImpl, AttnShape, Unsupported, import_reason, neighborhood_mask,
+                       needs_sm, register)
+
+INSTALL = "pip install --no-build-isolation 'attn-bench[te]'"
+BACKEND_ENV = {"flash": "NVTE_FLASH_ATTN", "fused": "NVTE_FUSED_ATTN", "unfused": "NVTE_UNFUSED_ATTN"}
+BACKEND_USED = {"flash": "use_flash_attention", "fused": "use_fused_attention",
+                "unfused": "use_unfused_attention"}
+
+
+def _attention_backends() -> dict:
+    from transformer_engine.pytorch.attention.dot_product_attention import _attention_backends
+    return _attention_backends
+
+
+@functools.cache
+def _probe(backend: str, device: str) -> str:
+    reason = needs_sm(device, 8) or import_reason("transformer_engine.pytorch", INSTALL)
+    if reason:
+        return reason
+    if backend == "flash":
+        missing = import_reason("flash_attn.flash_attn_interface", "TE's flash backend needs flash-attn 2")
+        if missing:
+            return f"TE flash backend unavailable: {missing}"
+    return ""
+
+
+def _select(backend: str) -> None:
+    """Enable only `backend`; ask TE to re-select if that changed the environment."""
+    wanted = {env: "1" if name == backend else "0" for name, env in BACKEND_ENV.items()}
+    if any(os.environ.get(env) != value for env, value in wanted.items()):
+        os.environ.update(wanted)
+        _attention_backends()["backend_selection_requires_update"] = True
+
+
+def _make_factory(backend: str):
+    def factory(variant: str, shape: AttnShape):
+        from transformer_engine.pytorch import DotProductAttention
+        kwargs = dict(qkv_format="bshd", attention_dropout=0.0)
+        if variant == "softcap":
+            kwargs["softcap"] = SOFTCAP
+        mask = None
+        if variant == "neighborhood":
+            kwargs["attn_mask_type"] = "arbitrary"
+            mask = ~neighborhood_mask(shape.seq_len, shape.device)[None, None]
+        else:
+            kwargs["attn_mask_type"] = "no_mask"
+        module = DotProductAttention(shape.heads, shape.head_dim, **kwargs)
+
+        def te_attention(q_bshd, k_bshd, v_bshd):
+            _select(backend)
+            try:
+                out = module(q_bshd, k_bshd, v_bshd, attention_mask=mask)
+            except ValueError as e:  # TE: "No dot product attention backend is available ..."
+                raise Unsupported(f"Transformer Engine ({backend} backend only): {e}") from None
+            used = {name for name, key in BACKEND_USED.items() if _attention_backends().get(key)}
+            if used != {backend}:
+                raise RuntimeError(f"TE ran backend(s) {sorted(used)} although only {backend} was enabled")
+            B, S, H, D = q_bshd.shape
+            return out.view(B, S, H, D)
+
+        return te_attention
+
+    return factory
+
+
+def _entry(backend, kernel, description):
+    return register(AttnImpl(
+        id=f"te_{backend}", library="transformer-engine", layout="bshd",
+        variants=("plain", "softcap", "neighborhood"), backward=True, compile=True,
+        kernel=kernel, probe=functools.partial(_probe, backend), factory=_make_factory(backend),
+        description=description, install=INSTALL,
+        proven_on_hardware=False,
+    ))
+
+
+TE_FLASH = _entry("flash", r"flash_attn|FlashAttnFunc", "TE DotProductAttention, FlashAttention backend")
+TE_FUSED = _entry("fused", rf"FusedAttnFunc|{CUDNN_SDPA_KERNEL}",
+                  "TE DotProductAttention, FusedAttention (cuDNN) backend")
+TE_UNFUSED = _entry("unfused", "", "TE DotProductAttention, UnfusedDotProductAttention (PyTorch ops)")

@@ -1,0 +1,94 @@
+"""xFormers `memory_efficient_attention`, with its own dispatch and with pinned operators.
+
+Layout: bshd (xFormers calls it BMHK). `xformers` lets xFormers choose the
+operator; `xformers_cutlass` and `xformers_flash` pin one forward/backward pair.
+neighborhood is a dense additive bias (-inf outside the window), which only
+operators that accept a tensor bias take; the probe reports xFormers' own
+`not_supported_reasons`.
+"""
+from __future__ import annotations
+
+import functools
+
+import torch
+
+from .registry import AttnImpl, AttnShape, import_reason, neighborhood_mask, needs_cuda, register
+
+INSTALL = "pip install 'attn-bench[xformers]'"
+CLASH_HINT = ("; flash-attn-4 makes `flash_attn` a namespace package without flash-attn 2's "
+              "`flash_attn_interface`, which breaks `import xformers.ops`: install flash-attn 2 "
+              "or uninstall flash-attn-4 to use xFormers")
+
+
+def _ops(name: str):
+    """(forward op, backward op) for a pinned operator name, None for xFormers' dispatch."""
+    if name == "auto":
+        return None
+    from xformers.ops import fmha
+    module = {"cutlass": fmha.cutlass, "flash": fmha.flash}[name]
+    return (module.FwOp, module.BwOp)
+
+
+@functools.cache
+def _probe(op_name: str, device: str) -> str:
+    reason = needs_cuda(device) or import_reason("xformers.ops", INSTALL)
+    if reason:
+        if "flash_attn" in reason:
+            reason += CLASH_HINT
+        return reason
+    ops = _ops(op_name)
+    if ops is None:
+        return ""
+    from xformers.ops import fmha
+    q = torch.empty(1, 128, 2, 64, device=device, dtype=torch.bfloat16)
+    inputs = fmha.Inputs(query=q, key=q, value=q)
+    reasons = [r for op in ops for r in op.not_supported_reasons(inputs)]
+    return f"xFormers {op_name} operator: {'; '.join(reasons)}" if reasons else ""
+
+
+def _make_factory(op_name: str):
+    def factory(variant: str, shape: AttnShape):
+        from xformers.ops import memory_efficient_attention
+        op = _ops(op_name)
+        biases: dict[tuple, torch.Tensor] = {}
+
+        def bias_for(q_bshd):
+            # (B, H, S, S) view of storage padded to a multiple of 8 columns, as
+            # xFormers requires for tensor biases.
+            key = (q_bshd.shape[0], q_bshd.dtype)
+            if key not in biases:
+                B, S, H, _ = q_bshd.shape
+                padded = (S + 7) // 8 * 8
+                storage = torch.zeros(B, H, S, padded, device=q_bshd.device, dtype=q_bshd.dtype)
+                bias = storage[..., :S]
+                bias.masked_fill_(~neighborhood_mask(S, q_bshd.device), float("-inf"))
+                biases[key] = bias
+            return biases[key]
+
+        def xformers_attention(q_bshd, k_bshd, v_bshd):
+            attn_bias = bias_for(q_bshd) if variant == "neighborhood" else None
+            return memory_efficient_attention(q_bshd, k_bshd, v_bshd, attn_bias=attn_bias, op=op)
+
+        return xformers_attention
+
+    return factory
+
+
+def _entry(impl_id, op_name, variants, kernel, description):
+    return register(AttnImpl(
+        id=impl_id, library="xformers", layout="bshd", variants=variants, backward=True,
+        compile=True, kernel=kernel, probe=functools.partial(_probe, op_name),
+        factory=_make_factory(op_name), description=description, install=INSTALL,
+        proven_on_hardware=False,
+    ))
+
+
+XFORMERS_CUTLASS_KERNEL = r"xformers::efficient_attention_(forward|backward)_cutlass|fmha_cutlass"
+XFORMERS_FLASH_KERNEL = r"xformers_flash::|xformers::flash"
+XFORMERS = _entry("xformers", "auto", ("plain", "neighborhood"),
+                  f"{XFORMERS_CUTLASS_KERNEL}|{XFORMERS_FLASH_KERNEL}",
+                  "xFormers memory_efficient_attention, operator chosen by xFormers")
+XFORMERS_CUTLASS = _entry("xformers_cutlass", "cutlass", ("plain", "neighborhood"),
+                          XFORMERS_CUTLASS_KERNEL, "xFormers cutlass operator (fmha.cutlass)")
+XFORMERS_FLASH = _entry("xformers_flash", "flash", ("plain",), XFORMERS_FLASH_KERNEL,
+                        "xFormers flash operator (fmha.flash: flash-attn 2 or PyTorch's FA2)")
