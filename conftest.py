@@ -134,3 +134,24 @@ def pytest_benchmark_update_json(config, benchmarks, output_json):
         "skipped": config._attn_skipped,
         "failed": config._attn_failed,
     }
+
+
+def pytest_benchmark_compare_machine_info(config, benchmarksession, machine_info, compared_benchmark):
+    """Refuse --benchmark-compare across GPU models (pytest-benchmark's own hook only warns)."""
+    current = (machine_info.get("gpu") or {}).get("gpu", "unknown")
+    saved = (compared_benchmark["machine_info"].get("gpu") or {}).get("gpu", "unknown")
+    if current != saved:
+        from pathlib import Path
+
+        selector = () if benchmarksession.compare is True else (benchmarksession.compare,)
+        storage = benchmarksession.storage
+        path = next((p for p, data in storage.load(*selector) if data is compared_benchmark), None)
+        where = Path(getattr(storage, "path", ""), path) if path else f"the run from {storage}"
+        raise pytest.UsageError(
+            f"--benchmark-compare: {where} was measured on {saved!r}, this run is on {current!r}; "
+            "compare only runs of the same GPU model (storage is kept per GPU model under .benchmarks/<gpu>/)")
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    from attn_bench.pytest_report import terminal_summary
+    terminal_summary(terminalreporter, config)
