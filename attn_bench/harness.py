@@ -196,6 +196,7 @@ class Suite:
             "tflops": train_step_flops(cfg) / median_s / 1e12,
             "kernel": kernels.label,
             "kernel_names": list(kernels.own or kernels.foreign),
+            "attention_like_names": list(kernels.candidates),
             "parity": report.as_dict(),
             "model_parity": model_report.as_dict(),
             "injected_slowdown_ms": injected_ms,

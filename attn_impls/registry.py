@@ -17,8 +17,11 @@ SOFTCAP = 30.0
 # neighborhood: a patch token sees tokens with |Δrow| < NEIGHBORHOOD_RADIUS and
 # |Δcol| < NEIGHBORHOOD_RADIUS on the 2-D patch grid.
 NEIGHBORHOOD_RADIUS = 5
-# cuDNN's attention kernels, run by both SDPA's cuDNN backend and TE's fused backend.
+# Kernels that two libraries share, so both entries' patterns must claim them:
+# cuDNN's attention (SDPA's cuDNN backend and TE's fused backend) and PyTorch's
+# cutlass memory-efficient attention (SDPA's efficient backend and xFormers' cutlass op).
 CUDNN_SDPA_KERNEL = r"cudnn_generated_fort_native_sdpa|sm\d+_flash_[fb]prop"
+CUTLASS_FMHA_KERNEL = r"aten::_efficient_attention_(forward|backward)|fmha_cutlass[FB]"
 
 # An attention callable takes q, k, v in the entry's layout and returns the
 # output in the same layout: (B, H, S, D) for "bhsd", (B, S, H, D) for "bshd".

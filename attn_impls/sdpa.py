@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from .registry import (CUDNN_SDPA_KERNEL, AttnImpl, AttnShape, Unsupported, needs_cuda,                        needs_sm, neighborhood_mask, register)
+from .registry import (CUDNN_SDPA_KERNEL, CUTLASS_FMHA_KERNEL, AttnImpl, AttnShape, Unsupported, needs_cuda,                        needs_sm, neighborhood_mask, register)
 
 
 def _make_factory(backend: SDPBackend):
@@ -59,7 +59,7 @@ SDPA_FLASH = _entry(
     "SDPA flash backend (PyTorch's FlashAttention-2 build; CPU has its own flash kernel)")
 SDPA_EFFICIENT = _entry(
     "sdpa_efficient", SDPBackend.EFFICIENT_ATTENTION, ("plain", "neighborhood"),
-    r"_scaled_dot_product_efficient_attention", needs_cuda,
+    rf"_scaled_dot_product_efficient_attention|{CUTLASS_FMHA_KERNEL}", needs_cuda,
     "SDPA memory-efficient backend (xFormers-derived cutlass kernel)")
 SDPA_MATH = _entry(
     "sdpa_math", SDPBackend.MATH, ("plain", "neighborhood"),

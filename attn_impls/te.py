@@ -88,7 +88,7 @@ def _entry(backend, kernel, description):
     ))
 
 
-TE_FLASH = _entry("flash", r"flash_attn|FlashAttnFunc", "TE DotProductAttention, FlashAttention backend")
+TE_FLASH = _entry("flash", r"flash_attn::_flash_attn|flash_attn_3::", "TE DotProductAttention, FlashAttention backend")
 TE_FUSED = _entry("fused", rf"FusedAttnFunc|{CUDNN_SDPA_KERNEL}",
                   "TE DotProductAttention, FusedAttention (cuDNN) backend")
 TE_UNFUSED = _entry("unfused", "", "TE DotProductAttention, UnfusedDotProductAttention (PyTorch ops)")

@@ -4,7 +4,7 @@ Layout: bshd (xFormers calls it BMHK). `xformers` lets xFormers choose the
 operator; `xformers_cutlass` and `xformers_flash` pin one forward/backward pair.
 neighborhood is a dense additive bias (-inf outside the window), which only
 operators that accept a tensor bias take; the probe reports xFormers' own
-`not_supported_reasons`.
+`not_supported_reasons`. Under torch.compile the call runs outside the graph.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import functools
 
 import torch
 
-from .registry import AttnImpl, AttnShape, import_reason, neighborhood_mask, needs_cuda, register
+from .registry import CUTLASS_FMHA_KERNEL, AttnImpl, AttnShape, import_reason, neighborhood_mask, needs_cuda, register
 
 INSTALL = "pip install 'attn-bench[xformers]'"
 CLASH_HINT = ("; flash-attn-4 makes `flash_attn` a namespace package without flash-attn 2's "
@@ -65,6 +65,9 @@ def _make_factory(op_name: str):
                 biases[key] = bias
             return biases[key]
 
+        # Outside torch.compile graphs: Dynamo cannot trace the cutlass operator's
+        # backward (fake-tensor device propagation fails, seen with xFormers 0.0.35).
+        @torch.compiler.disable
         def xformers_attention(q_bshd, k_bshd, v_bshd):
             attn_bias = bias_for(q_bshd) if variant == "neighborhood" else None
             return memory_efficient_attention(q_bshd, k_bshd, v_bshd, attn_bias=attn_bias, op=op)
@@ -83,8 +86,8 @@ def _entry(impl_id, op_name, variants, kernel, description):
     ))
 
 
-XFORMERS_CUTLASS_KERNEL = r"xformers::efficient_attention_(forward|backward)_cutlass|fmha_cutlass"
-XFORMERS_FLASH_KERNEL = r"xformers_flash::|xformers::flash"
+XFORMERS_CUTLASS_KERNEL = CUTLASS_FMHA_KERNEL
+XFORMERS_FLASH_KERNEL = r"xformers_flash::flash_(fwd|bwd)"
 XFORMERS = _entry("xformers", "auto", ("plain", "neighborhood"),
                   f"{XFORMERS_CUTLASS_KERNEL}|{XFORMERS_FLASH_KERNEL}",
                   "xFormers memory_efficient_attention, operator chosen by xFormers")

@@ -19,3 +19,11 @@ smoke torch --attn-impl native,sdpa_flash,sdpa_efficient,sdpa_math,sdpa_cudnn,fl
 (. /root/gpu/env-fa4 && python3 -m attn_impls | grep -E "^fa|^xf" && smoke fa4 --attn-impl fa4)
 (. /root/gpu/env-xformers && python3 -m attn_impls | grep -E "^xf" && smoke xformers --attn-impl xformers,xformers_cutlass,xformers_flash --attn-variant plain,neighborhood)
 grep -h -A8 "kernel check for" "$OUT"/smoke-*.log | cut -c1-1500 | head -80
+python3 - "$OUT" <<'PY'
+import glob, json, sys
+for path in sorted(glob.glob(sys.argv[1] + "/smoke-*.json")):
+    for b in json.load(open(path))["benchmarks"]:
+        e = b["extra_info"]
+        print(f"{e['impl']:>16} {e['mode']:>8} {e['median_ms']:8.2f} ms  kernel={e['kernel']}")
+        print("      ", e["attention_like_names"][:12])
+PY

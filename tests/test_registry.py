@@ -1,0 +1,126 @@
+"""Tests of the suite itself: registry, kernel classification, bad input, skip reasons."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from attn_bench.harness import Suite
+from attn_bench.kernels import check_kernels
+from attn_impls import REGISTRY, VARIANTS, AttnImpl, get_impl, neighborhood_mask
+from attn_impls.sdpa import SDPA_MATH
+
+pytestmark = pytest.mark.suite
+ROOT = Path(__file__).resolve().parents[1]
+H200_NAMES = json.loads((ROOT / "tests/data/h200_profiled_names.json").read_text())["names"]
+
+
+def run_pytest(*args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args],
+                          cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+def test_registry_has_every_library_with_unique_ids():
+    ids = list(REGISTRY)
+    assert len(ids) == len(set(ids))
+    assert {"native", "sdpa_flash", "sdpa_efficient", "sdpa_math", "sdpa_cudnn", "flex", "fa2", "fa3",
+            "fa4", "te_flash", "te_fused", "te_unfused", "xformers", "xformers_cutlass",
+            "xformers_flash"} <= set(ids)
+
+
+@pytest.mark.parametrize("impl_id", list(REGISTRY))
+def test_probe_returns_a_reason_string(impl_id):
+    reason = REGISTRY[impl_id].probe("cpu")
+    assert isinstance(reason, str)
+    cpu_capable = {"native", "sdpa_flash", "sdpa_math", "flex"}
+    assert (reason == "") == (impl_id in cpu_capable), reason
+
+
+def test_unknown_names_raise_with_the_valid_names():
+    with pytest.raises(ValueError, match="valid: native, sdpa_flash"):
+        get_impl("flash9")
+    suite = Suite(profile="smoke", device="cpu", rounds=1, warmup=0)
+    with pytest.raises(ValueError, match="valid: plain, softcap, neighborhood"):
+        suite.cell("native", "sliding", 196, "eager")
+    with pytest.raises(ValueError, match="valid: 196, 3136"):
+        suite.cell("native", "plain", 197, "eager")
+
+
+def test_entries_validate_their_data():
+    with pytest.raises(ValueError, match="layout"):
+        AttnImpl(id="x", library="torch", layout="sbhd", variants=("plain",), backward=True,
+                 compile=True, kernel="", probe=lambda d: "", factory=lambda v, s: None)
+    with pytest.raises(ValueError, match="unknown variants"):
+        AttnImpl(id="x", library="torch", layout="bhsd", variants=("causal",), backward=True,
+                 compile=True, kernel="", probe=lambda d: "", factory=lambda v, s: None)
+
+
+def test_neighborhood_mask_is_the_5_radius_window_on_the_grid():
+    mask = neighborhood_mask(196, "cpu")  # 14 x 14 grid
+    assert mask.shape == (196, 196) and torch.equal(mask, mask.T) and mask.diagonal().all()
+    center = 7 * 14 + 7
+    assert int(mask[center].sum()) == 9 * 9  # |Δrow| < 5 and |Δcol| < 5
+    assert int(mask[0].sum()) == 5 * 5       # corner token
+    assert not mask[0, 5] and mask[0, 4] and not mask[0, 5 * 14] and mask[0, 4 * 14]
+
+
+@pytest.mark.parametrize("impl_id", sorted(H200_NAMES))
+def test_names_profiled_on_the_h200_classify_as_their_own_kernel(impl_id):
+    check = check_kernels(REGISTRY[impl_id], set(H200_NAMES[impl_id]))
+    assert check.ok, check.explain()
+    assert not check.foreign, check.explain()
+
+
+def test_a_fallback_to_another_kernel_fails_the_check():
+    # sdpa_cudnn's names where flash's kernels ran instead: a silent fallback.
+    check = check_kernels(REGISTRY["sdpa_cudnn"], set(H200_NAMES["sdpa_flash"]))
+    assert not check.ok and "expected a name matching" in check.explain()
+    # sdpa_math must not run any fused kernel.
+    check = check_kernels(REGISTRY["sdpa_math"], set(H200_NAMES["sdpa_efficient"]))
+    assert not check.ok and "sdpa_efficient" in check.foreign_ids
+
+
+def test_native_rewritten_by_the_compiler_is_reported_not_hidden():
+    check = check_kernels(REGISTRY["native"], set(H200_NAMES["sdpa_efficient"]))
+    assert check.ok and check.label.startswith("rewritten to ")
+
+
+def test_model_parity_catches_a_layout_mixup():
+    """A bhsd kernel declared as bshd sees a scrambled q/k/v; the model check must fail."""
+    wrong = AttnImpl(id="native", library="torch", layout="bshd", variants=VARIANTS,
+                     backward=True, compile=True, kernel="", probe=lambda d: "",
+                     factory=SDPA_MATH.factory)
+    suite = Suite(profile="smoke", device="cpu", rounds=1, warmup=0)
+    cell = suite.cell("sdpa_math", "plain", 196, "eager")
+    good = suite.model_parity(cell, suite.new_step(cell))
+    assert good.ok, good.summary()
+    bad_cell = type(cell)(wrong, "plain", 196, "eager")
+    bad = suite.model_parity(bad_cell, suite.new_step(bad_cell))
+    assert not bad.ok
+    assert "FAIL" in bad.summary()
+
+
+def test_bad_option_is_a_usage_error_listing_valid_names():
+    result = run_pytest("tests/test_train_step.py", "--attn-impl", "native,bogus", "--co", "-q")
+    assert result.returncode == 4, result.stdout + result.stderr
+    assert "unknown name 'bogus'" in result.stderr and "sdpa_cudnn" in result.stderr
+
+
+def test_selection_gives_readable_ids_and_skip_reasons():
+    result = run_pytest("tests/test_train_step.py", "-k", "sdpa_cudnn and 3136 and eager and plain",
+                        "--benchmark-disable", "-rs")
+    assert "needs a CUDA GPU, found CPU" in result.stdout, result.stdout
+    ids = run_pytest("tests/test_train_step.py", "--co", "-q", "--attn-impl", "flex",
+                     "--attn-variant", "softcap", "--attn-seq-len", "3136").stdout
+    assert "test_train_step[flex-softcap-3136-compiled]" in ids
+
+
+def test_attn_impls_table_lists_every_implementation():
+    result = subprocess.run([sys.executable, "-m", "attn_impls"], cwd=ROOT, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    for impl_id in REGISTRY:
+        assert f"\n{impl_id} " in result.stdout
+    assert "UNPROVEN on hardware" in result.stdout
