@@ -13,10 +13,11 @@ pytestmark = pytest.mark.suite
 
 CELLS = ("--attn-variant", "plain", "--attn-seq-len", "196", "--attn-mode", "eager")
 # Same-code medians of these ~30 ms CPU steps moved by up to ~60% between reruns while another
-# test session shared the 2-core machine, so the CPU tests gate at 100%, and the injected
-# slowdown is +400% (5x): it still fails unless the baseline run was itself >2.5x slower.
-CPU_THRESHOLD = "100"
-SLOWDOWN = "4.0"
+# test session shared the 2-core machine, so the CPU tests gate at 150%, and the injected
+# slowdown is +500% (6x): it still fails unless the baseline run was itself >2.4x slower.
+# (The H200 threshold comes from `python -m attn_bench.gate spread`, not from these numbers.)
+CPU_THRESHOLD = "150"
+SLOWDOWN = "5.0"
 
 
 def _check(proc):
