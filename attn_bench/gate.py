@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,12 +106,25 @@ def software_differences(baseline: dict, current: dict) -> list[str]:
     return diffs
 
 
-def compare(baseline: dict, current: dict, threshold_pct: float = DEFAULT_THRESHOLD_PCT) -> list[CellVerdict]:
-    """A verdict per cell of either run: regressions beyond `threshold_pct` and lost coverage fail."""
+def compare(baseline: dict, current: dict, threshold_pct: float = DEFAULT_THRESHOLD_PCT,
+            cells: str | None = None) -> list[CellVerdict]:
+    """A verdict per cell of either run: regressions beyond `threshold_pct` and lost coverage fail.
+
+    `cells`, a regex, restricts the gate to the cells whose test name it matches (to gate a
+    rerun of a subset against a full baseline); by default every cell counts.
+    """
     if threshold_pct < 0:
         raise ValueError(f"threshold must be >= 0 percent, got {threshold_pct}")
-    base_ran, _, _ = outcomes(baseline)
-    cur_ran, cur_skipped, cur_failed = outcomes(current)
+    try:
+        selected = re.compile(cells or "")
+    except re.error as e:
+        raise ValueError(f"--cells is not a valid regular expression: {e}") from None
+
+    def keep(found: dict) -> dict:
+        return {test: value for test, value in found.items() if selected.search(test)}
+
+    base_ran = keep(outcomes(baseline)[0])
+    cur_ran, cur_skipped, cur_failed = map(keep, outcomes(current))
     verdicts = []
     for test, bench in base_ran.items():
         base_ms = median_ms(bench)
@@ -236,7 +250,7 @@ def _run_compare(args) -> int:
     software = software_differences(baseline, current)
     for diff in software:
         print(f"info: software differs: {diff}")
-    verdicts = compare(baseline, current, args.threshold)
+    verdicts = compare(baseline, current, args.threshold, args.cells)
     for v in verdicts:
         print(format_verdict(v, args.threshold))
     print(summary(verdicts, args.threshold))
@@ -273,6 +287,8 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD_PCT,
                    help=f"allowed slowdown of a cell's median, in percent (default {DEFAULT_THRESHOLD_PCT:g})")
     c.add_argument("--markdown", metavar="FILE", help="also write the comparison as markdown")
+    c.add_argument("--cells", metavar="REGEX",
+                   help="gate only the cells whose test name matches (a subset rerun vs a full baseline)")
     c.set_defaults(func=_run_compare)
     s = sub.add_parser("spread", help="same-code spread of N runs and the threshold it suggests")
     s.add_argument("runs", nargs="+", metavar="RUN", help="pytest-benchmark JSON files of the same code")

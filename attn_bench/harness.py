@@ -13,8 +13,18 @@ from attn_impls.registry import VARIANTS
 
 from . import parity
 from .kernels import check_kernels, profiled_names
-from .model import (CONFIGS, SEQ_LENS, TrainStep, VitConfig, build_model, compile_blocks,
-                    get_config, synchronize, synthetic_batch, train_step_flops)
+from .model import (
+    CONFIGS,
+    SEQ_LENS,
+    TrainStep,
+    VitConfig,
+    build_model,
+    compile_blocks,
+    get_config,
+    synchronize,
+    synthetic_batch,
+    train_step_flops,
+)
 
 MODES = ("eager", "compiled")
 CHECK_STEPS = 3  # training steps compared with native/fp32 before timing
@@ -143,6 +153,7 @@ class Suite:
 
     def _run_cell(self, cell: Cell, benchmark) -> dict:
         torch._dynamo.reset()
+        torch._dynamo.utils.counters.clear()  # reset() keeps them: graph breaks are per cell
         release_memory(self.device)
         report = self.attention_parity(cell.impl, cell.variant, cell.seq_len)
         if not report.ok:

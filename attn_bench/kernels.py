@@ -8,7 +8,6 @@ from torch.profiler import ProfilerActivity, profile
 
 from attn_impls import REGISTRY, AttnImpl
 
-
 ATTENTION_LIKE = re.compile(r"(?i)attn|attention|fmha|flash|sdp|cudnn|softmax|flex|xformers|triton_tem")
 
 
@@ -62,7 +61,13 @@ class KernelCheck:
 
 
 def _shortest(names) -> str:
-    return min(names, key=len) if names else ""
+    """The clearest name for tables: a forward op or kernel if any, trimmed of template noise."""
+    if not names:
+        return ""
+    forward = [n for n in names if not re.search(r"(?i)backward|bwd|bprop", n)]
+    name = min(forward or names, key=len)
+    name = re.sub(r"^kernel_cutlass_kernel_|_object_at_.*$|[<(].*$", "", name.removeprefix("void "))
+    return name[:80]
 
 
 def check_kernels(impl: AttnImpl, names: set[str]) -> KernelCheck:

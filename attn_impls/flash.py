@@ -107,8 +107,9 @@ def _fa4_factory(variant: str, shape: AttnShape):
 
 FA4 = register(AttnImpl(
     id="fa4", library="flash-attn-4", layout="bshd", variants=("plain", "softcap"),
-    backward=True, compile=True, kernel=r"flash_attncute",  # CuTe DSL kernel names: kernel_cutlass_kernel_flash_attncute...
+    # CuTe DSL kernels are named kernel_cutlass_kernel_flash_attncute<module><class>...
+    backward=True, compile=True, kernel=r"flash_attncute",
     probe=_fa4_probe, factory=_fa4_factory,
     description="flash-attn-4 flash_attn.cute.flash_attn_func (CuTe DSL; outside torch.compile graphs)",
-    install="pip install 'attn-bench[fa4]'", proven_on_hardware=False,
+    install="pip install 'attn-bench[fa4]'",
 ))

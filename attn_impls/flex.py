@@ -11,8 +11,7 @@ import functools
 
 import torch
 
-from .registry import (NEIGHBORHOOD_RADIUS, VARIANTS, AttnImpl, AttnShape, import_reason,
-                       register, softcap_scores)
+from .registry import NEIGHBORHOOD_RADIUS, VARIANTS, AttnImpl, AttnShape, import_reason, register, softcap_scores
 
 
 @functools.cache

@@ -6,8 +6,8 @@ and `register()` them; nothing else needs editing to add an implementation.
 from __future__ import annotations
 
 import importlib.metadata
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 

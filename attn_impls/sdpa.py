@@ -12,7 +12,17 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from .registry import (CUDNN_SDPA_KERNEL, CUTLASS_FMHA_KERNEL, AttnImpl, AttnShape, Unsupported, needs_cuda,                        needs_sm, neighborhood_mask, register)
+from .registry import (
+    CUDNN_SDPA_KERNEL,
+    CUTLASS_FMHA_KERNEL,
+    AttnImpl,
+    AttnShape,
+    Unsupported,
+    needs_cuda,
+    needs_sm,
+    neighborhood_mask,
+    register,
+)
 
 
 def _make_factory(backend: SDPBackend):

@@ -13,10 +13,24 @@ from __future__ import annotations
 import functools
 import os
 
-from .registry import (CUDNN_SDPA_KERNEL, SOFTCAP, AttnImpl, AttnShape, Unsupported, import_reason, neighborhood_mask,
-                       needs_sm, register)
+from .registry import (
+    CUDNN_SDPA_KERNEL,
+    SOFTCAP,
+    AttnImpl,
+    AttnShape,
+    Unsupported,
+    import_reason,
+    needs_sm,
+    neighborhood_mask,
+    register,
+)
 
 INSTALL = "pip install --no-build-isolation 'attn-bench[te]'"
+# Seen on the H200 (TE 2.20.2, torch 2.11 with its bundled cuDNN 9.19, system cuDNN 9.14):
+# TE's core library loaded the system cuDNN next to torch's ("undefined symbol ... libcudnn_graph").
+CUDNN_CLASH_HINT = ("; TE loaded a different cuDNN than torch's bundled one: put torch's cuDNN first, "
+                    "e.g. LD_LIBRARY_PATH=$(python -c \"import nvidia.cudnn, os; "
+                    "print(os.path.join(nvidia.cudnn.__path__[0], 'lib'))\"):$LD_LIBRARY_PATH")
 BACKEND_ENV = {"flash": "NVTE_FLASH_ATTN", "fused": "NVTE_FUSED_ATTN", "unfused": "NVTE_UNFUSED_ATTN"}
 BACKEND_USED = {"flash": "use_flash_attention", "fused": "use_fused_attention",
                 "unfused": "use_unfused_attention"}
@@ -30,6 +44,8 @@ def _attention_backends() -> dict:
 @functools.cache
 def _probe(backend: str, device: str) -> str:
     reason = needs_sm(device, 8) or import_reason("transformer_engine.pytorch", INSTALL)
+    if "libcudnn" in reason:
+        reason += CUDNN_CLASH_HINT
     if reason:
         return reason
     if backend == "flash":
@@ -78,17 +94,17 @@ def _make_factory(backend: str):
     return factory
 
 
-def _entry(backend, kernel, description):
+def _entry(backend, kernel, description, proven=False):
     return register(AttnImpl(
         id=f"te_{backend}", library="transformer-engine", layout="bshd",
         variants=("plain", "softcap", "neighborhood"), backward=True, compile=True,
         kernel=kernel, probe=functools.partial(_probe, backend), factory=_make_factory(backend),
-        description=description, install=INSTALL,
-        proven_on_hardware=False,
+        description=description, install=INSTALL, proven_on_hardware=proven,
     ))
 
 
 TE_FLASH = _entry("flash", r"flash_attn::_flash_attn|flash_attn_3::", "TE DotProductAttention, FlashAttention backend")
 TE_FUSED = _entry("fused", rf"FusedAttnFunc|{CUDNN_SDPA_KERNEL}",
                   "TE DotProductAttention, FusedAttention (cuDNN) backend")
-TE_UNFUSED = _entry("unfused", "", "TE DotProductAttention, UnfusedDotProductAttention (PyTorch ops)")
+TE_UNFUSED = _entry("unfused", "", "TE DotProductAttention, UnfusedDotProductAttention (PyTorch ops)",
+                    proven=True)

@@ -12,7 +12,7 @@ import functools
 
 import torch
 
-from .registry import CUTLASS_FMHA_KERNEL, AttnImpl, AttnShape, import_reason, neighborhood_mask, needs_cuda, register
+from .registry import CUTLASS_FMHA_KERNEL, AttnImpl, AttnShape, import_reason, needs_cuda, neighborhood_mask, register
 
 INSTALL = "pip install 'attn-bench[xformers]'"
 CLASH_HINT = ("; flash-attn-4 makes `flash_attn` a namespace package without flash-attn 2's "
@@ -82,7 +82,6 @@ def _entry(impl_id, op_name, variants, kernel, description):
         id=impl_id, library="xformers", layout="bshd", variants=variants, backward=True,
         compile=True, kernel=kernel, probe=functools.partial(_probe, op_name),
         factory=_make_factory(op_name), description=description, install=INSTALL,
-        proven_on_hardware=False,
     ))
 
 

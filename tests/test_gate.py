@@ -173,3 +173,12 @@ def test_suggested_threshold_rule():
     assert spreads["t::test_train_step[a-plain-196-eager]"][1] == pytest.approx(2.0)
     with pytest.raises(ValueError):
         gate.spreads([_run({})])
+
+
+def test_cells_restricts_the_gate_to_a_subset():
+    base = _run({"a-plain-196-eager": 0.100, "b-plain-196-eager": 0.100})
+    cur = _run({"a-plain-196-eager": 0.101})
+    assert [v.status for v in gate.compare(base, cur)] == ["ok", "LOST"]
+    assert [v.status for v in gate.compare(base, cur, cells=r"\[a-")] == ["ok"]
+    with pytest.raises(ValueError, match="regular expression"):
+        gate.compare(base, cur, cells="[")
