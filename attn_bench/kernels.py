@@ -43,10 +43,10 @@ class KernelCheck:
         """Short description of the kernel that ran, for tables."""
         impl = REGISTRY[self.impl_id]
         if self.foreign and impl.compiler_may_rewrite:
-            return f"rewritten to {'+'.join(self.foreign_ids)}: {_shortest(self.foreign)}"
+            return f"rewritten to {'+'.join(self.foreign_ids)}: {short_kernel_name(self.foreign)}"
         if not impl.kernel:
             return "matmul+softmax (no fused attention kernel)"
-        return _shortest(self.own)
+        return short_kernel_name(self.own)
 
     def explain(self) -> str:
         impl = REGISTRY[self.impl_id]
@@ -60,7 +60,7 @@ class KernelCheck:
         return "\n".join(lines)
 
 
-def _shortest(names) -> str:
+def short_kernel_name(names) -> str:
     """The clearest name for tables: a forward op or kernel if any, trimmed of template noise."""
     if not names:
         return ""

@@ -15,6 +15,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from .kernels import short_kernel_name
 from .runs import RunFileError, cell_params, gpu_model, load_run, outcomes, short_name
 
 MODE_ORDER = ("eager", "compiled")
@@ -71,6 +72,15 @@ class Row:
                 _number(self.peak_gib, ".2f"), _number(self.tflops, ".3g"), self.kernel)
 
 
+
+def kernel_label(info: dict) -> str:
+    """The kernel column: the recorded label, with a fused kernel's name shortened for tables."""
+    label = info.get("kernel") or "n/a"
+    names = info.get("kernel_names") or []
+    if names and not label.startswith(("rewritten", "matmul")):
+        return short_kernel_name(names)
+    return label
+
 def tables(merged: Merged) -> dict[tuple[int, str], list[Row]]:
     """Rows per (seq_len, mode), fastest first; keys ordered by seq_len, then eager before compiled."""
     cells = [(cell_params(test), bench) for test, bench in merged.ran.items()]
@@ -83,7 +93,7 @@ def tables(merged: Merged) -> dict[tuple[int, str], list[Row]]:
         ref = reference.get(p["seq_len"])
         groups.setdefault((p["seq_len"], p["mode"]), []).append(Row(
             p["impl"], p["variant"], median * 1e3, ref / median if ref else None,
-            info.get("peak_gib"), info.get("tflops"), info.get("kernel") or "n/a"))
+            info.get("peak_gib"), info.get("tflops"), kernel_label(info)))
     return {key: sorted(groups[key], key=lambda r: r.median_ms)
             for key in sorted(groups, key=lambda k: (k[0], _mode_rank(k[1])))}
 

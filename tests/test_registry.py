@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from attn_bench.harness import Suite
+from attn_bench.harness import CellFailure, Suite
 from attn_bench.kernels import check_kernels
 from attn_impls import REGISTRY, VARIANTS, AttnImpl, get_impl, neighborhood_mask
 from attn_impls.sdpa import SDPA_MATH
@@ -124,3 +124,30 @@ def test_attn_impls_table_lists_every_implementation():
     for impl_id in REGISTRY:
         assert f"\n{impl_id} " in result.stdout
     assert "UNPROVEN on hardware" in result.stdout
+
+
+def test_nan_output_fails_parity_naming_the_tensor():
+    def nan_factory(variant, shape):
+        def attention(q, k, v):
+            return q * float("nan")
+        return attention
+
+    broken = AttnImpl(id="broken", library="torch", layout="bhsd", variants=VARIANTS, backward=True,
+                      compile=True, kernel="", probe=lambda d: "", factory=nan_factory)
+    suite = Suite(profile="smoke", device="cpu", rounds=1, warmup=0)
+    report = suite.attention_parity(broken, "plain", 196)
+    assert not report.ok
+    assert "out: max inf" in report.summary() and "NON-FINITE" in report.summary()
+
+
+def test_out_of_memory_fails_only_the_cell_with_a_clear_message(monkeypatch):
+    suite = Suite(profile="smoke", device="cpu", rounds=1, warmup=0)
+    cell = suite.cell("native", "plain", 196, "eager")
+
+    def out_of_memory(*args):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    monkeypatch.setattr(Suite, "_run_cell", out_of_memory)
+    with pytest.raises(CellFailure, match=r"native-plain-196-eager: out of memory: CUDA out of memory\. "
+                                          r"Tried to allocate 20\.00 GiB \| CPU run"):
+        suite.run_cell(cell, benchmark=None)
