@@ -3,21 +3,23 @@
 Each adapter registers `AttnImpl` entries into `REGISTRY` on import; optional
 libraries are imported only inside their adapter's probe and factory.
 """
-from . import flash, flex, native, sdpa, te, xformers  # noqa: F401,E402  (registration order = report order)
 from .registry import (
-                       LAYOUTS,
-                       REGISTRY,
-                       SOFTCAP,
-                       VARIANTS,
-                       AttnFn,
-                       AttnImpl,
-                       AttnShape,
-                       Unsupported,
-                       get_impl,
-                       library_version,
-                       neighborhood_mask,
-                       softcap_scores,
+    LAYOUTS,
+    REGISTRY,
+    SOFTCAP,
+    VARIANTS,
+    AttnFn,
+    AttnImpl,
+    AttnShape,
+    Unsupported,
+    get_impl,
+    library_version,
+    neighborhood_mask,
+    softcap_scores,
 )
+
+# Registration order is the order of reports and of `python -m attn_impls`.
+from . import native, sdpa, flex, flash, te, xformers  # noqa: E402, F401
 
 __all__ = ["LAYOUTS", "REGISTRY", "SOFTCAP", "VARIANTS", "AttnFn", "AttnImpl", "AttnShape",
            "Unsupported", "get_impl", "library_version", "neighborhood_mask", "softcap_scores"]
