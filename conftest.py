@@ -54,10 +54,10 @@ def pytest_configure(config):
         "seq_len": _selection(config, "attn_seq_len", SEQ_LENS),
         "mode": _selection(config, "attn_mode", MODES),
     }
-    for option in ("attn_rounds", "attn_warmup", "attn_bare_loop"):
+    for option, minimum in (("attn_rounds", 1), ("attn_warmup", 0), ("attn_bare_loop", 0)):
         value = config.getoption(option)
-        if value is not None and value < (1 if option == "attn_rounds" else 0):
-            raise pytest.UsageError(f"--{option.replace('_', '-')} must be positive, got {value}")
+        if value is not None and value < minimum:
+            raise pytest.UsageError(f"--{option.replace('_', '-')} must be at least {minimum}, got {value}")
     if not 0 <= config.getoption("attn_slowdown") < 10:
         raise pytest.UsageError("--attn-slowdown is a fraction of a step, e.g. 0.05")
     device = envinfo.default_device()
@@ -125,7 +125,10 @@ class _OutcomeRecorder:
         if "[" not in report.nodeid:
             return
         if report.skipped:
-            reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+            if hasattr(report, "wasxfail"):
+                reason = f"known failure (xfail): {report.wasxfail}"
+            else:
+                reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
             self.config._attn_skipped.append(
                 {"test": report.nodeid, "reason": reason.removeprefix("Skipped: ")})
         elif report.failed:

@@ -17,6 +17,8 @@ bench() {  # GPU LABEL ENVSET PYTEST-ARGS...
   echo "$(date -u +%FT%TZ) gpu$gpu $label env=${envset:-none}: python3 -m pytest tests/test_train_step.py $*" >> "$R/commands.txt"
   (
     [ -n "$envset" ] && . "/root/gpu/env-$envset"
+    # TE must load torch's bundled cuDNN, not the system's (see results/h200/README.md).
+    [ "$envset" = te ] && export LD_LIBRARY_PATH="$(python3 -c "import nvidia.cudnn, os; print(os.path.join(nvidia.cudnn.__path__[0], 'lib'))"):${LD_LIBRARY_PATH:-}"
     CUDA_VISIBLE_DEVICES=$gpu timeout 1200 python3 -m pytest tests/test_train_step.py -p no:cacheprovider \
       --benchmark-storage "file://$R/storage" --benchmark-json "$R/$label.json" "$@"
   ) > "$R/$label.log" 2>&1
