@@ -81,10 +81,12 @@ def pytest_configure(config):
 
 
 # Seen on the 2-core CPU machines with torch 2.14.1: Inductor's CPU code for the smoke
-# profile's 3136-token block, in bf16, yields NaN (eager bf16 and compiled fp32 are finite).
-# The model parity gate catches it; these cells are expected to fail until torch fixes it.
-INDUCTOR_CPU_NAN = ("torch.compile on CPU (torch 2.14) computes NaN for the smoke 3136 block in bf16; "
-                    "eager bf16 and compiled fp32 are finite, and the parity gate fails the cell")
+# profile's 3136-token block, in bf16, yields NaN in some processes and not in others (in one
+# CI run every compiled 3136 train-step cell, in the same run none of the parity-test ones);
+# eager bf16 and compiled fp32 stay finite. The model parity gate catches it, so these cells
+# may fail (not strict) until torch fixes it.
+INDUCTOR_CPU_NAN = ("torch.compile on CPU (torch 2.14) sometimes computes NaN for the smoke 3136 block in "
+                    "bf16; eager bf16 and compiled fp32 are finite, and the parity gate fails the cell")
 
 
 def pytest_collection_modifyitems(config, items):
