@@ -2,10 +2,13 @@
 other GPU refused, bad baseline files; plus the threshold arithmetic."""
 import copy
 import json
+import os
+import subprocess
+import sys
 from types import SimpleNamespace
 
 import pytest
-from benchruns import run_module, run_suite
+from benchruns import ENV, ROOT, run_module, run_suite
 
 from attn_bench import gate
 
@@ -182,3 +185,19 @@ def test_cells_restricts_the_gate_to_a_subset():
     assert [v.status for v in gate.compare(base, cur, cells=r"\[a-")] == ["ok"]
     with pytest.raises(ValueError, match="regular expression"):
         gate.compare(base, cur, cells="[")
+
+
+def test_interrupted_run_keeps_the_cells_that_finished(tmp_path):
+    """Ctrl-C after the first cell: that cell is still saved in storage."""
+    (tmp_path / "interrupt_after_first_cell.py").write_text(
+        "def pytest_runtest_logfinish(nodeid, location):\n    raise KeyboardInterrupt\n")
+    storage = tmp_path / "storage"
+    cmd = [sys.executable, "-m", "pytest", "tests/test_train_step.py", "-p", "no:cacheprovider",
+           "-p", "interrupt_after_first_cell", "--attn-impl", "native,sdpa_math", *CELLS,
+           "--attn-rounds", "2", f"--benchmark-storage=file://{storage}"]
+    env = {**ENV, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ENV.get('PYTHONPATH', '')}"}
+    proc = subprocess.run(cmd, check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "KeyboardInterrupt" in proc.stdout, proc.stdout[-2000:]
+    (saved,) = storage.rglob("*.json")
+    names = [b["name"] for b in json.loads(saved.read_text())["benchmarks"]]
+    assert names == ["test_train_step[native-plain-196-eager]"]
