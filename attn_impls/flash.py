@@ -13,18 +13,31 @@ library's own `softcap=` argument. No masks: neighborhood is not expressible.
 from __future__ import annotations
 
 import functools
+import importlib
+import importlib.util
 
 import torch
 
 from .registry import SOFTCAP, AttnImpl, AttnShape, import_reason, needs_sm, register
 
 
-def _softcap(variant: str) -> float:
-    return SOFTCAP if variant == "softcap" else 0.0
+def _factory(module: str, outside_graph: bool = False):
+    """Factory calling `module.flash_attn_func` with the variant's softcap.
 
+    Unwraps `(out, lse)` returns; `outside_graph` keeps the call out of torch.compile
+    graphs (for libraries without a registered custom op).
+    """
+    def factory(variant: str, shape: AttnShape):
+        flash_attn_func = importlib.import_module(module).flash_attn_func
+        softcap = SOFTCAP if variant == "softcap" else 0.0
 
-def _first(result):
-    return result[0] if isinstance(result, tuple) else result
+        def flash_attention(q_bshd, k_bshd, v_bshd):
+            result = flash_attn_func(q_bshd, k_bshd, v_bshd, softcap=softcap)
+            return result[0] if isinstance(result, tuple) else result
+
+        return torch.compiler.disable(flash_attention) if outside_graph else flash_attention
+
+    return factory
 
 
 # --- FA2 -------------------------------------------------------------------------
@@ -33,26 +46,15 @@ def _fa2_probe(device: str) -> str:
     reason = needs_sm(device, 8) or import_reason("flash_attn.flash_attn_interface",
                                                   "pip install 'attn-bench[fa2]'")
     if reason and "flash_attn.flash_attn_interface" in reason:
-        import importlib.util
         if importlib.util.find_spec("flash_attn.cute") is not None:
             return "flash-attn 2 not installed: `flash_attn` is flash-attn-4's namespace package"
     return reason
 
 
-def _fa2_factory(variant: str, shape: AttnShape):
-    from flash_attn import flash_attn_func
-    softcap = _softcap(variant)
-
-    def fa2_attention(q_bshd, k_bshd, v_bshd):
-        return flash_attn_func(q_bshd, k_bshd, v_bshd, softcap=softcap)
-
-    return fa2_attention
-
-
 FA2 = register(AttnImpl(
     id="fa2", library="flash-attn", layout="bshd", variants=("plain", "softcap"),
     backward=True, compile=True, kernel=r"flash_attn::_flash_attn_(forward|backward)",
-    probe=_fa2_probe, factory=_fa2_factory,
+    probe=_fa2_probe, factory=_factory("flash_attn"),
     description="flash-attn 2 flash_attn_func", install="pip install 'attn-bench[fa2]'",
     proven_on_hardware=False,
 ))
@@ -65,20 +67,10 @@ def _fa3_probe(device: str) -> str:
         "flash_attn_interface", "build FlashAttention-3 from the flash-attention repo's hopper/ folder")
 
 
-def _fa3_factory(variant: str, shape: AttnShape):
-    from flash_attn_interface import flash_attn_func
-    softcap = _softcap(variant)
-
-    def fa3_attention(q_bshd, k_bshd, v_bshd):
-        return _first(flash_attn_func(q_bshd, k_bshd, v_bshd, softcap=softcap))
-
-    return fa3_attention
-
-
 FA3 = register(AttnImpl(
     id="fa3", library="flash-attn-3", layout="bshd", variants=("plain", "softcap"),
     backward=True, compile=True, kernel=r"flash_attn_3::|FlashAttnFwdSm90|FlashAttnBwdSm90",
-    probe=_fa3_probe, factory=_fa3_factory,
+    probe=_fa3_probe, factory=_factory("flash_attn_interface"),
     description="FlashAttention-3 (Hopper) flash_attn_interface.flash_attn_func",
     install="source build (hopper/)", proven_on_hardware=False,
 ))
@@ -90,26 +82,11 @@ def _fa4_probe(device: str) -> str:
     return needs_sm(device, 8) or import_reason("flash_attn.cute", "pip install 'attn-bench[fa4]'")
 
 
-@torch.compiler.disable
-def _fa4_call(q_bshd, k_bshd, v_bshd, softcap: float):
-    from flash_attn.cute import flash_attn_func
-    return _first(flash_attn_func(q_bshd, k_bshd, v_bshd, softcap=softcap))
-
-
-def _fa4_factory(variant: str, shape: AttnShape):
-    softcap = _softcap(variant)
-
-    def fa4_attention(q_bshd, k_bshd, v_bshd):
-        return _fa4_call(q_bshd, k_bshd, v_bshd, softcap)
-
-    return fa4_attention
-
-
 FA4 = register(AttnImpl(
     id="fa4", library="flash-attn-4", layout="bshd", variants=("plain", "softcap"),
     # CuTe DSL kernels are named kernel_cutlass_kernel_flash_attncute<module><class>...
     backward=True, compile=True, kernel=r"flash_attncute",
-    probe=_fa4_probe, factory=_fa4_factory,
+    probe=_fa4_probe, factory=_factory("flash_attn.cute", outside_graph=True),
     description="flash-attn-4 flash_attn.cute.flash_attn_func (CuTe DSL; outside torch.compile graphs)",
     install="pip install 'attn-bench[fa4]'",
 ))

@@ -151,3 +151,27 @@ def test_out_of_memory_fails_only_the_cell_with_a_clear_message(monkeypatch):
     with pytest.raises(CellFailure, match=r"native-plain-196-eager: out of memory: CUDA out of memory\. "
                                           r"Tried to allocate 20\.00 GiB \| CPU run"):
         suite.run_cell(cell, benchmark=None)
+
+
+@pytest.mark.parametrize("returns_lse", [True, False])
+def test_flash_adapters_follow_the_documented_api(monkeypatch, returns_lse):
+    """FA2/3/4 adapters on CPU, against a stand-in with flash_attn_func's documented
+    signature and layout (bshd, softcap=, out or (out, lse)): the adapter must pass
+    parity, including the softcap variant and the outside-the-graph wrapper."""
+    from attn_impls.flash import _factory
+    from attn_impls.native import attention_math
+
+    def flash_attn_func(q, k, v, softcap=0.0):
+        variant = "softcap" if softcap else "plain"
+        out = attention_math(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), variant).transpose(1, 2)
+        return (out, None) if returns_lse else out
+
+    monkeypatch.setitem(sys.modules, "stand_in_flash", type(sys)("stand_in_flash"))
+    sys.modules["stand_in_flash"].flash_attn_func = flash_attn_func
+    impl = AttnImpl(id="fa_stand_in", library="torch", layout="bshd", variants=("plain", "softcap"),
+                    backward=True, compile=True, kernel="", probe=lambda d: "",
+                    factory=_factory("stand_in_flash", outside_graph=True))
+    suite = Suite(profile="smoke", device="cpu", rounds=1, warmup=0)
+    for variant in ("plain", "softcap"):
+        report = suite.attention_parity(impl, variant, 196)
+        assert report.ok, report.summary()
