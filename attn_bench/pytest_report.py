@@ -1,6 +1,7 @@
 """The study-style tables at the end of a benchmark run (pytest_terminal_summary)."""
 from __future__ import annotations
 
+from .envinfo import gpu_info
 from .report import merge, text_report
 
 
@@ -11,7 +12,7 @@ def terminal_summary(terminalreporter, config) -> None:
     if not benchmarks:
         return
     run = {
-        "machine_info": {"gpu": {"gpu": config._attn_suite.device}},
+        "machine_info": {"gpu": {"gpu": gpu_info(config._attn_suite.device)["gpu"]}},
         "benchmarks": benchmarks,
         "attn_suite": {"skipped": getattr(config, "_attn_skipped", []),
                        "failed": getattr(config, "_attn_failed", [])},
