@@ -27,10 +27,10 @@ from .registry import (
 
 def _make_factory(backend: SDPBackend):
     def factory(variant: str, shape: AttnShape):
-        refusal = _refusal(backend, variant, shape)
+        mask = neighborhood_mask(shape.seq_len, shape.device) if variant == "neighborhood" else None
+        refusal = _refusal(backend, shape, mask)
         if refusal:
             raise Unsupported(refusal)
-        mask = neighborhood_mask(shape.seq_len, shape.device) if variant == "neighborhood" else None
 
         def sdpa_attention(q_bhsd, k_bhsd, v_bhsd):
             with sdpa_kernel([backend]):
@@ -41,9 +41,8 @@ def _make_factory(backend: SDPBackend):
     return factory
 
 
-def _refusal(backend: SDPBackend, variant: str, shape: AttnShape) -> str:
-    """Empty if the pinned backend takes this variant on this device, else SDPA's reasons."""
-    mask = neighborhood_mask(shape.seq_len, shape.device) if variant == "neighborhood" else None
+def _refusal(backend: SDPBackend, shape: AttnShape, mask: torch.Tensor | None) -> str:
+    """Empty if the pinned backend takes this shape and mask on this device, else SDPA's reasons."""
     q = torch.zeros(1, shape.heads, shape.seq_len, shape.head_dim, device=shape.device,
                     dtype=torch.bfloat16)
     with warnings.catch_warnings(record=True) as caught, sdpa_kernel([backend]):
