@@ -28,9 +28,9 @@ from .registry import (
 INSTALL = "pip install --no-build-isolation 'attn-bench[te]'"
 # Seen on the H200 (TE 2.20.2, torch 2.11 with its bundled cuDNN 9.19, system cuDNN 9.14):
 # TE's core library loaded the system cuDNN next to torch's ("undefined symbol ... libcudnn_graph").
-CUDNN_CLASH_HINT = ("; TE loaded a different cuDNN than torch's bundled one: put torch's cuDNN first, "
-                    "e.g. LD_LIBRARY_PATH=$(python -c \"import nvidia.cudnn, os; "
-                    "print(os.path.join(nvidia.cudnn.__path__[0], 'lib'))\"):$LD_LIBRARY_PATH")
+CUDNN_CLASH_HINT = ("; TE loaded a different cuDNN than torch's bundled one: point TE and the loader at "
+                    "torch's, e.g. CUDNN_PATH=$(python -c \"import nvidia.cudnn; print(nvidia.cudnn.__path__[0])\") "
+                    "and LD_LIBRARY_PATH=$CUDNN_PATH/lib:$LD_LIBRARY_PATH")
 BACKEND_ENV = {"flash": "NVTE_FLASH_ATTN", "fused": "NVTE_FUSED_ATTN", "unfused": "NVTE_UNFUSED_ATTN"}
 BACKEND_USED = {"flash": "use_flash_attention", "fused": "use_fused_attention",
                 "unfused": "use_unfused_attention"}
@@ -41,8 +41,26 @@ def _attention_backends() -> dict:
     return _attention_backends
 
 
+def _use_torchs_cudnn() -> None:
+    """Point TE's cuDNN loader at the cuDNN of torch's wheel, unless the user chose one.
+
+    Without CUDNN_PATH, TE finds cuDNN through ldconfig. On the H200 that loaded the system
+    cuDNN 9.14 next to torch's 9.19, and every fused cell failed with "No dot product
+    attention backend is available" (TE's debug log: CUDNN_STATUS_SUBLIBRARY_LOADING_FAILED).
+    """
+    if os.environ.get("CUDNN_PATH") or os.environ.get("CUDNN_HOME"):
+        return
+    try:
+        import nvidia.cudnn
+    except ImportError:  # torch not from a pip wheel: leave TE's own search alone
+        return
+    os.environ["CUDNN_PATH"] = list(nvidia.cudnn.__path__)[0]
+
+
 @functools.cache
 def _probe(backend: str, device: str) -> str:
+    if device.startswith("cuda"):
+        _use_torchs_cudnn()
     reason = needs_sm(device, 8) or import_reason("transformer_engine.pytorch", INSTALL)
     if "libcudnn" in reason:
         reason += CUDNN_CLASH_HINT
