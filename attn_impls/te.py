@@ -6,7 +6,10 @@ NVTE_UNFUSED_ATTN. TE caches its choice in a module global keyed by the inputs,
 not by those variables, so each call that changes them asks TE to select again,
 and after each forward the adapter checks which backend TE recorded as used.
 softcap uses TE's `softcap=`; neighborhood is an "arbitrary" boolean mask
-(TE's convention: True = masked out). TE's CUDA library does not load on CPU.
+(TE's convention: True = masked out). A refusal is reported with TE's own reasons from
+its debug log. TE is pointed at torch's cuDNN (CUDNN_PATH), and bshd views of bhsd memory
+are copied before the call: both were needed for the fused backend on the H200. TE's CUDA
+library does not load on CPU.
 """
 from __future__ import annotations
 
@@ -32,6 +35,7 @@ CUDNN_CLASH_HINT = ("; TE loaded a different cuDNN than torch's bundled one: poi
                     "torch's, e.g. CUDNN_PATH=$(python -c \"import nvidia.cudnn; print(nvidia.cudnn.__path__[0])\") "
                     "and LD_LIBRARY_PATH=$CUDNN_PATH/lib:$LD_LIBRARY_PATH")
 BACKEND_ENV = {"flash": "NVTE_FLASH_ATTN", "fused": "NVTE_FUSED_ATTN", "unfused": "NVTE_UNFUSED_ATTN"}
+BACKEND_LOG_NAME = {"flash": "FlashAttention", "fused": "FusedAttention", "unfused": "UnfusedDotProductAttention"}
 BACKEND_USED = {"flash": "use_flash_attention", "fused": "use_fused_attention",
                 "unfused": "use_unfused_attention"}
 
@@ -81,6 +85,40 @@ def _select(backend: str) -> None:
         _attention_backends()["backend_selection_requires_update"] = True
 
 
+def _disabling_reasons(backend: str, call) -> str:
+    """TE's own reasons for disabling `backend`, from its backend-selection debug log.
+
+    TE refuses with a generic "No dot product attention backend is available"; the reasons
+    ("Disabling FusedAttention as it does not support softcap", ...) are logged at debug
+    level only. This repeats the refused `call` with that log captured. Returns "" if TE
+    logged no reason for `backend`.
+    """
+    import logging
+
+    from transformer_engine.pytorch.attention.dot_product_attention.utils import AttentionLogging
+
+    messages = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            messages.append(record.getMessage())
+
+    logger, handler = logging.getLogger("DotProductAttention"), Collect()
+    saved = AttentionLogging._log_level, logger.propagate
+    AttentionLogging._log_level, logger.propagate = logging.DEBUG, False
+    logger.addHandler(handler)
+    try:
+        _attention_backends()["backend_selection_requires_update"] = True
+        call()
+    except ValueError:
+        pass
+    finally:
+        logger.removeHandler(handler)
+        AttentionLogging._log_level, logger.propagate = saved
+    prefix = f"Disabling {BACKEND_LOG_NAME[backend]}"
+    return "; ".join(dict.fromkeys(m for m in messages if m.startswith(prefix) and "NVTE_" not in m))
+
+
 def _make_factory(backend: str):
     def factory(variant: str, shape: AttnShape):
         from transformer_engine.pytorch import DotProductAttention
@@ -105,7 +143,8 @@ def _make_factory(backend: str):
             try:
                 out = module(q_bshd, k_bshd, v_bshd, attention_mask=mask)
             except ValueError as e:  # TE: "No dot product attention backend is available ..."
-                raise Unsupported(f"Transformer Engine ({backend} backend only): {e}") from None
+                reasons = _disabling_reasons(backend, lambda: module(q_bshd, k_bshd, v_bshd, attention_mask=mask))
+                raise Unsupported(f"Transformer Engine ({backend} backend only): {reasons or e}") from None
             used = {name for name, key in BACKEND_USED.items() if _attention_backends().get(key)}
             if used != {backend}:
                 raise RuntimeError(f"TE ran backend(s) {sorted(used)} although only {backend} was enabled")
@@ -128,6 +167,6 @@ def _entry(backend, kernel, description, proven=False):
 
 TE_FLASH = _entry("flash", r"flash_attn::_flash_attn|flash_attn_3::", "TE DotProductAttention, FlashAttention backend")
 TE_FUSED = _entry("fused", rf"FusedAttnFunc|{CUDNN_SDPA_KERNEL}",
-                  "TE DotProductAttention, FusedAttention (cuDNN) backend")
+                  "TE DotProductAttention, FusedAttention (cuDNN) backend", proven=True)
 TE_UNFUSED = _entry("unfused", "", "TE DotProductAttention, UnfusedDotProductAttention (PyTorch ops)",
                     proven=True)

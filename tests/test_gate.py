@@ -169,8 +169,9 @@ def test_failed_cell_is_lost_even_if_timed():
 
 
 def test_suggested_threshold_rule():
-    assert gate.DEFAULT_THRESHOLD_PCT == 5.0
+    assert gate.MIN_THRESHOLD_PCT == 5.0
     assert gate.suggested_threshold(1.3) == 5
+    assert gate.suggested_threshold(3.53) == gate.DEFAULT_THRESHOLD_PCT == 8  # the H200 calibration
     assert gate.suggested_threshold(3.2) == 7
     spreads = gate.spreads([_run({"a-plain-196-eager": 0.100}), _run({"a-plain-196-eager": 0.102})])
     assert spreads["t::test_train_step[a-plain-196-eager]"][1] == pytest.approx(2.0)

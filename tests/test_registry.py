@@ -175,3 +175,71 @@ def test_flash_adapters_follow_the_documented_api(monkeypatch, returns_lse):
     for variant in ("plain", "softcap"):
         report = suite.attention_parity(impl, variant, 196)
         assert report.ok, report.summary()
+
+
+def _stand_in_transformer_engine(monkeypatch, seen_pointers):
+    """Stand-in modules for the parts of Transformer Engine 2.20 the TE adapter touches,
+    with two behaviours seen on the H200: its fused backend misreads a bshd view of bhsd
+    memory, and it logs why it disabled a backend at debug level only."""
+    import logging
+
+    from attn_impls.native import attention_math
+
+    class AttentionLogging:
+        _log_level = logging.WARNING
+
+    backends = {"backend_selection_requires_update": False}
+
+    class DotProductAttention:
+        def __init__(self, heads, head_dim, qkv_format, attention_dropout, attn_mask_type, softcap=None):
+            self.softcap = softcap
+
+        def __call__(self, q, k, v, attention_mask=None):
+            logger = logging.getLogger("DotProductAttention")
+            logger.setLevel(AttentionLogging._log_level)
+            if self.softcap:
+                logger.debug("Disabling FusedAttention as it does not support softcap")
+                raise ValueError("No dot product attention backend is available for the provided inputs.")
+            backends.update(use_fused_attention=True, use_flash_attention=False, use_unfused_attention=False)
+            seen_pointers.extend(t.data_ptr() for t in (q, k, v))
+            B, S, H, D = q.shape
+            read = [t if t.stride(1) >= t.stride(2) else
+                    torch.as_strided(t, t.shape, (S * H * D, H * D, D, 1), t.storage_offset()) for t in (q, k, v)]
+            out = attention_math(*(t.transpose(1, 2) for t in read), "plain")
+            return out.transpose(1, 2).reshape(B, S, H * D)
+
+    modules = {name: type(sys)(name) for name in (
+        "transformer_engine", "transformer_engine.pytorch", "transformer_engine.pytorch.attention",
+        "transformer_engine.pytorch.attention.dot_product_attention",
+        "transformer_engine.pytorch.attention.dot_product_attention.utils")}
+    modules["transformer_engine.pytorch"].DotProductAttention = DotProductAttention
+    modules["transformer_engine.pytorch.attention.dot_product_attention"]._attention_backends = backends
+    modules["transformer_engine.pytorch.attention.dot_product_attention.utils"].AttentionLogging = AttentionLogging
+    for name, module in modules.items():
+        monkeypatch.setitem(sys.modules, name, module)
+    for env in ("NVTE_FLASH_ATTN", "NVTE_FUSED_ATTN", "NVTE_UNFUSED_ATTN"):
+        monkeypatch.delenv(env, raising=False)
+
+
+def test_te_adapter_layout_and_refusal_reasons(monkeypatch):
+    """TE adapter on CPU against a stand-in: parity's bshd views of bhsd memory are copied
+    (the fused backend misread them on the H200), the ViT block's packed qkv views are
+    passed as they are, and a refusal carries TE's debug-log reason, not only its generic error."""
+    from attn_impls import te
+    from attn_impls.registry import AttnShape, Unsupported
+
+    seen = []
+    _stand_in_transformer_engine(monkeypatch, seen)
+    suite = Suite(profile="smoke", device="cpu", rounds=1, warmup=0)
+    report = suite.attention_parity(te.TE_FUSED, "plain", 196)
+    assert report.ok, report.summary()
+
+    shape = AttnShape(2, 64, 196, "cpu")
+    packed = torch.randn(1, 196, 3, 2, 64)
+    q, k, v = packed.unbind(2)
+    seen.clear()
+    te.TE_FUSED.factory("plain", shape)(q, k, v)
+    assert seen == [t.data_ptr() for t in (q, k, v)]
+
+    with pytest.raises(Unsupported, match="fused backend only.*does not support softcap"):
+        te.TE_FUSED.factory("softcap", shape)(q, k, v)
