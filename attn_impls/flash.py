@@ -6,8 +6,8 @@ library's own `softcap=` argument. No masks: neighborhood is not expressible.
 - FA2 registers custom ops, so it compiles without graph breaks.
 - FA3 returns `out` or `(out, lse)` depending on the release: both are handled.
 - FA4 is JIT-compiled CuTe DSL and registers no custom op; under torch.compile
-  it runs outside the graph (`torch.compiler.disable`): graph breaks around each
-  call (2 per compiled cell on the H200).
+  it runs outside the graph (`torch.compiler.disable`), with a graph break around
+  it (`graph_breaks` = 1 per compiled fa4/plain cell in results/h200/g-same-*.json).
 - flash-attn 2 and flash-attn-4 share the `flash_attn` package name: with only
   FA4 installed, `flash_attn` is a namespace package without `flash_attn_func`.
 """

@@ -1,8 +1,13 @@
 #!/bin/bash
 # The second H200 session behind results/h200/ (one GPU, nothing else running on it):
-# 1. why TE's fused backend refused (scripts/te_backend_diag.py with TE's debug log);
-# 2. the gate subset twice with the same code, then once with an injected slowdown;
-# 3. every Transformer Engine cell.
+# 1. why TE's fused backend refused (scripts/te_backend_diag.py with TE's debug log, and
+#    scripts/te_layout_check.py: which memory layouts the fused backend reads correctly);
+# 2. the gate subset twice with the same code, then with an injected 8 % slowdown;
+# 3. every Transformer Engine cell;
+# 4. the gate subset with an injected 15 % slowdown, and a third same-code run.
+# In the session of 2026-11-30 steps 1 and 3 found the two TE fixes in attn_impls/te.py
+# (CUDNN_PATH, the stride copy); the te_fused cells were then rerun alone, and the layout
+# check, g-slow15 and g-same-3 were started by hand in this order (results/h200/commands.txt).
 # Usage on the device machine, after the gpu pack stashes (fa4 te), from the repo root:
 #   setsid nohup bash scripts/h200_gate_te.sh > /root/session.log 2>&1 &
 # Each step runs from a copy of the repo taken when the step starts: the device's copy
@@ -43,7 +48,9 @@ bench() {  # LABEL ENVSET PYTEST-ARGS...
 nvidia-smi --query-gpu=index,name,driver_version,clocks.sm,clocks.mem,temperature.gpu --format=csv > "$R/gpus.csv"
 snapshot
 (use_env te && cd /root/snap && python3 -m attn_impls) > "$R/impls-te.txt" 2>&1
-(use_env te && cd /root/snap && NVTE_DEBUG=1 NVTE_DEBUG_LEVEL=2 timeout 300 python3 scripts/te_backend_diag.py) > "$R/te-diag.log" 2>&1
+(use_env te && cd /root/snap && export PYTHONPATH=/root/snap:$PYTHONPATH &&
+ NVTE_DEBUG=1 NVTE_DEBUG_LEVEL=2 timeout 300 python3 scripts/te_backend_diag.py &&
+ timeout 120 python3 scripts/te_layout_check.py) > "$R/te-diag.log" 2>&1
 echo "te-diag rc=$?" | tee -a "$R/walltimes.txt"
 start=$(date +%s)
 bench g-same-1 fa4 $GATE_CELLS
@@ -52,4 +59,6 @@ bench g-slow fa4 $GATE_CELLS --attn-slowdown 0.08
 echo "gate runs wall_s=$(( $(date +%s) - start ))" | tee -a "$R/walltimes.txt"
 snapshot
 bench te te --attn-impl te_flash,te_fused,te_unfused
+bench g-slow15 fa4 $GATE_CELLS --attn-slowdown 0.15
+bench g-same-3 fa4 $GATE_CELLS
 touch "$R/DONE"
