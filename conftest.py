@@ -1,12 +1,15 @@
 """pytest wiring of the suite: options, the cell matrix, and what goes into the JSON."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
 from attn_bench import envinfo
 from attn_bench.harness import DEFAULT_ROUNDS, MODES, Suite
 from attn_bench.model import CONFIGS, SEQ_LENS
+from attn_bench.runs import gpu_model
 from attn_impls import REGISTRY, VARIANTS
 
 DEFAULT_STORAGE = "file://./.benchmarks"
@@ -160,11 +163,8 @@ def pytest_benchmark_update_json(config, benchmarks, output_json):
 
 def pytest_benchmark_compare_machine_info(config, benchmarksession, machine_info, compared_benchmark):
     """Refuse --benchmark-compare across GPU models (pytest-benchmark's own hook only warns)."""
-    current = (machine_info.get("gpu") or {}).get("gpu", "unknown")
-    saved = (compared_benchmark["machine_info"].get("gpu") or {}).get("gpu", "unknown")
+    current, saved = gpu_model({"machine_info": machine_info}), gpu_model(compared_benchmark)
     if current != saved:
-        from pathlib import Path
-
         selector = () if benchmarksession.compare is True else (benchmarksession.compare,)
         storage = benchmarksession.storage
         path = next((p for p, data in storage.load(*selector) if data is compared_benchmark), None)

@@ -72,7 +72,6 @@ class Row:
                 _number(self.peak_gib, ".2f"), _number(self.tflops, ".3g"), self.kernel)
 
 
-
 def kernel_label(info: dict) -> str:
     """The kernel column: the recorded label, with a fused kernel's name shortened for tables."""
     label = info.get("kernel") or "n/a"
@@ -80,6 +79,7 @@ def kernel_label(info: dict) -> str:
     if names and not label.startswith(("rewritten", "matmul")):
         return short_kernel_name(names)
     return label
+
 
 def tables(merged: Merged) -> dict[tuple[int, str], list[Row]]:
     """Rows per (seq_len, mode), fastest first; keys ordered by seq_len, then eager before compiled."""
