@@ -42,10 +42,12 @@ def _factory(module: str, outside_graph: bool = False):
 
 
 # --- FA2 -------------------------------------------------------------------------
+FA2_INSTALL = "pip install 'attn-bench[fa2]'"
+
+
 @functools.cache
 def _fa2_probe(device: str) -> str:
-    reason = needs_sm(device, 8) or import_reason("flash_attn.flash_attn_interface",
-                                                  "pip install 'attn-bench[fa2]'")
+    reason = needs_sm(device, 8) or import_reason("flash_attn.flash_attn_interface", FA2_INSTALL)
     if reason and "flash_attn.flash_attn_interface" in reason:
         if importlib.util.find_spec("flash_attn.cute") is not None:
             return "flash-attn 2 not installed: `flash_attn` is flash-attn-4's namespace package"
@@ -56,7 +58,7 @@ FA2 = register(AttnImpl(
     id="fa2", library="flash-attn", layout="bshd", variants=("plain", "softcap"),
     backward=True, compile=True, kernel=r"flash_attn::_flash_attn_(forward|backward)",
     probe=_fa2_probe, factory=_factory("flash_attn"),
-    description="flash-attn 2 flash_attn_func", install="pip install 'attn-bench[fa2]'",
+    description="flash-attn 2 flash_attn_func", install=FA2_INSTALL,
     proven_on_hardware=False,
 ))
 
@@ -78,9 +80,12 @@ FA3 = register(AttnImpl(
 
 
 # --- FA4 -------------------------------------------------------------------------
+FA4_INSTALL = "pip install 'attn-bench[fa4]'"
+
+
 @functools.cache
 def _fa4_probe(device: str) -> str:
-    return needs_sm(device, 8) or import_reason("flash_attn.cute", "pip install 'attn-bench[fa4]'")
+    return needs_sm(device, 8) or import_reason("flash_attn.cute", FA4_INSTALL)
 
 
 FA4 = register(AttnImpl(
@@ -89,5 +94,5 @@ FA4 = register(AttnImpl(
     backward=True, compile=True, kernel=r"flash_attncute",
     probe=_fa4_probe, factory=_factory("flash_attn.cute", outside_graph=True),
     description="flash-attn-4 flash_attn.cute.flash_attn_func (CuTe DSL; outside torch.compile graphs)",
-    install="pip install 'attn-bench[fa4]'",
+    install=FA4_INSTALL,
 ))
