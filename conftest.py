@@ -8,7 +8,7 @@ import torch
 
 from attn_bench import envinfo
 from attn_bench.harness import DEFAULT_ROUNDS, MODES, Suite
-from attn_bench.model import CONFIGS, SEQ_LENS
+from attn_bench.model import CONFIGS, SEQ_LENS, TIMED_MATMUL_PRECISION
 from attn_bench.runs import gpu_model
 from attn_impls import REGISTRY, VARIANTS
 
@@ -30,8 +30,12 @@ def pytest_addoption(parser):
                     help="timed rounds per cell (default: 20 full, 3 smoke)")
     group.addoption("--attn-warmup", type=int, default=None,
                     help="untimed warm-up rounds after the parity steps (default: 5 full, 1 smoke)")
-    group.addoption("--attn-bare-loop", type=int, default=0,
-                    help="also time N steps with a bare perf_counter loop (extra_info.bare_loop_median_ms)")
+    group.addoption("--attn-bare-loop", action="store_true",
+                    help="also time one step with a bare perf_counter before each timed round, interleaved "
+                         "(extra_info.bare_loop_median_ms): checks the instrument, not the order")
+    group.addoption("--attn-study", action="store_true",
+                    help="after each cell, time the study's own model and loop (attn_bench/study.py) with the "
+                         "cell's attention, in the same process (extra_info.study_median_ms, vs_study_pct)")
     group.addoption("--attn-slowdown", type=float, default=0.0,
                     help="inject real extra work worth this fraction of each step (gate testing)")
 
@@ -57,7 +61,7 @@ def pytest_configure(config):
         "seq_len": _selection(config, "attn_seq_len", SEQ_LENS),
         "mode": _selection(config, "attn_mode", MODES),
     }
-    for option, minimum in (("attn_rounds", 1), ("attn_warmup", 0), ("attn_bare_loop", 0)):
+    for option, minimum in (("attn_rounds", 1), ("attn_warmup", 0)):
         value = config.getoption(option)
         if value is not None and value < minimum:
             raise pytest.UsageError(f"--{option.replace('_', '-')} must be at least {minimum}, got {value}")
@@ -73,6 +77,7 @@ def pytest_configure(config):
         rounds=config.getoption("attn_rounds") or rounds,
         warmup=warmup if config.getoption("attn_warmup") is None else config.getoption("attn_warmup"),
         bare_loop=config.getoption("attn_bare_loop"),
+        study=config.getoption("attn_study"),
         slowdown=config.getoption("attn_slowdown"),
     )
     config._attn_skipped = []
@@ -145,6 +150,7 @@ def pytest_benchmark_update_machine_info(config, machine_info):
     device = config._attn_suite.device
     machine_info["gpu"] = envinfo.gpu_info(device)
     machine_info["libraries"] = envinfo.library_versions()
+    machine_info["numerics"] = envinfo.numerics(TIMED_MATMUL_PRECISION)
 
 
 def pytest_benchmark_update_json(config, benchmarks, output_json):
@@ -155,6 +161,8 @@ def pytest_benchmark_update_json(config, benchmarks, output_json):
         "rounds": s.rounds,
         "warmup": s.warmup,
         "slowdown": s.slowdown,
+        "bare_loop": s.bare_loop,
+        "study": s.study,
         "availability": envinfo.availability(s.device),
         "skipped": config._attn_skipped,
         "failed": config._attn_failed,

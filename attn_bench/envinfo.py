@@ -46,6 +46,29 @@ def gpu_slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 
+def numerics(matmul_precision: str | None = None) -> dict:
+    """Every global numerics setting that changes which kernels run or how they round.
+
+    With `matmul_precision`, the settings as they are while that float32 matmul precision
+    is in force (the timed steps set it for their duration, see model.TrainStep).
+    """
+    from .model import float32_matmul_precision
+
+    with float32_matmul_precision(matmul_precision or torch.get_float32_matmul_precision()):
+        matmul = torch.backends.cuda.matmul
+        return {
+            "float32_matmul_precision": torch.get_float32_matmul_precision(),
+            "cuda_matmul_allow_tf32": matmul.allow_tf32,
+            "cuda_matmul_allow_bf16_reduced_precision_reduction": matmul.allow_bf16_reduced_precision_reduction,
+            "cuda_matmul_allow_fp16_reduced_precision_reduction": matmul.allow_fp16_reduced_precision_reduction,
+            "sdpa_math_fp16_bf16_reduction": torch.backends.cuda.fp16_bf16_reduction_math_sdp_allowed(),
+            "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
+            "cudnn_benchmark": torch.backends.cudnn.benchmark,
+            "cudnn_deterministic": torch.backends.cudnn.deterministic,
+            "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+        }
+
+
 def library_versions() -> dict[str, str]:
     return {lib: library_version(lib) for lib in LIBRARIES}
 
@@ -66,4 +89,4 @@ def availability(device: str) -> dict[str, dict]:
     return table
 
 
-__all__ = ["VARIANTS", "availability", "default_device", "gpu_info", "gpu_slug", "library_versions"]
+__all__ = ["VARIANTS", "availability", "default_device", "gpu_info", "gpu_slug", "library_versions", "numerics"]

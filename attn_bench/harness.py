@@ -8,10 +8,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from attn_impls import REGISTRY, AttnImpl, AttnShape, Unsupported, get_impl
+from attn_impls import REGISTRY, AttnFn, AttnImpl, AttnShape, Unsupported, get_impl
 from attn_impls.registry import VARIANTS
 
-from . import parity
+from . import envinfo, parity
 from .kernels import check_kernels, profiled_names
 from .model import (
     CONFIGS,
@@ -25,11 +25,17 @@ from .model import (
     synthetic_batch,
     train_step_flops,
 )
+from .study import study_model, study_train_loop
 
 MODES = ("eager", "compiled")
 CHECK_STEPS = 3  # training steps compared with native/fp32 before timing
 # rounds, warm-up rounds per profile when the user gives none
-DEFAULT_ROUNDS = {"full": (20, 5), "smoke": (3, 1)}
+DEFAULT_ROUNDS = {"full": (10, 2), "smoke": (3, 1)}
+# Training steps per timed round, synchronized once at the round's end: the study's loop
+# never synchronizes, so the device never idles between steps; one sync per step made the
+# suite 0.2-2.7 % slower than the study's code on the H200 (results/h200/study-step/).
+# pytest-benchmark records the round's time divided by this (its `iterations`).
+STEPS_PER_ROUND = {"full": 3, "smoke": 1}
 
 
 class CellFailure(Exception):
@@ -60,7 +66,8 @@ class Suite:
     device: str
     rounds: int
     warmup: int
-    bare_loop: int = 0
+    bare_loop: bool = False
+    study: bool = False
     slowdown: float = 0.0
     _attention_parity: dict = field(default_factory=dict)
     _references: dict = field(default_factory=dict)
@@ -86,49 +93,58 @@ class Suite:
         return Cell(impl, variant, seq_len, mode)
 
     # --- parity -----------------------------------------------------------------
-    def attention_parity(self, impl: AttnImpl, variant: str, seq_len: int) -> parity.ParityReport:
-        """Kernel-level parity on the cell's heads, head dim and length (memoized)."""
-        key = (impl.id, variant, seq_len)
+    def attention_parity(self, cell: Cell, attention: AttnFn) -> parity.ParityReport:
+        """Parity of `attention` (the cell's callable) on the block's packed-qkv path, compiled
+        in compiled cells, against the fp32 reference (memoized per impl, variant, seq_len, mode)."""
+        key = (cell.impl.id, cell.variant, cell.seq_len, cell.mode)
         if key not in self._attention_parity:
-            backward = impl.backward and (self.device != "cpu" or impl.cpu_backward)
-            batch = min(self.config(seq_len).batch, 2)
-            self._attention_parity[key] = parity.attention_parity(
-                impl, variant, self.shape(seq_len), batch, backward=backward)
+            ref_key = ("attention", cell.variant, cell.seq_len)
+            if ref_key not in self._references:
+                batch = min(self.config(cell.seq_len).batch, 2)
+                self._references[ref_key] = parity.attention_reference(
+                    cell.variant, self.shape(cell.seq_len), batch)
+            backward = cell.impl.backward and (self.device != "cpu" or cell.impl.cpu_backward)
+            self._attention_parity[key] = parity.check_attention(
+                f"attention {cell.name}", attention, cell.impl.layout, self._references[ref_key],
+                compiled=cell.mode == "compiled", backward=backward)
         return self._attention_parity[key]
 
-    def reference_traces(self, variant: str, seq_len: int):
-        """(native bf16 eager, native fp32 eager) training traces for the model check."""
-        key = (variant, seq_len)
+    def model_references(self, variant: str, seq_len: int) -> list[parity.ModelReference]:
+        """The parity models of (variant, seq_len) with their fp32 results and the errors of
+        correct bf16 runs (native, sdpa_math where it has the variant), cached for the session."""
+        key = ("model", variant, seq_len)
         if key not in self._references:
-            native = REGISTRY["native"]
-            traces = []
-            for autocast in (True, False):
-                step = self._new_step(native, variant, seq_len, "eager", autocast=autocast)
-                traces.append(parity.trace_steps(step, CHECK_STEPS))
-                del step
-                release_memory(self.device)
-            self._references[key] = tuple(traces)
+            shape = self.shape(seq_len)
+            correct = {impl.id: (impl.factory(variant, shape), impl.layout)
+                       for impl in (REGISTRY["native"], REGISTRY["sdpa_math"]) if variant in impl.variants}
+            self._references[key] = parity.model_references(self.config(seq_len), variant, self.device, correct)
+            release_memory(self.device)
         return self._references[key]
 
-    def model_parity(self, cell: Cell, step: TrainStep) -> parity.ParityReport:
-        """Run CHECK_STEPS steps of a fresh `step` and compare with the native references."""
-        baseline, reference = self.reference_traces(cell.variant, cell.seq_len)
-        tested = parity.trace_steps(step, CHECK_STEPS)
-        return parity.model_parity(f"model {cell.name}", tested, baseline, reference)
+    def model_parity(self, cell: Cell, attention: AttnFn) -> parity.ParityReport:
+        """First training step of fresh parity models of `cell` (same callable, same mode) against
+        native fp32; `first_step_s` is the wall time of the first model's first step."""
+        references = self.model_references(cell.variant, cell.seq_len)
+        report = parity.check_model(f"model {cell.name}", attention, cell.impl.layout, references,
+                                    self.device, compiled=cell.mode == "compiled")
+        release_memory(self.device)
+        return report
 
     # --- building and running ---------------------------------------------------
     def _new_step(self, impl: AttnImpl, variant: str, seq_len: int, mode: str,
-                  autocast: bool = True) -> TrainStep:
+                  autocast: bool = True, attention: AttnFn | None = None) -> TrainStep:
         cfg = self.config(seq_len)
-        attention = impl.factory(variant, self.shape(seq_len))
+        if attention is None:
+            attention = impl.factory(variant, self.shape(seq_len))
         model = build_model(cfg, attention, impl.layout, self.device)
         if mode == "compiled":
             compile_blocks(model)
         images, labels = synthetic_batch(cfg, self.device)
         return TrainStep(model, images, labels, self.device, autocast=autocast)
 
-    def new_step(self, cell: Cell) -> TrainStep:
-        return self._new_step(cell.impl, cell.variant, cell.seq_len, cell.mode)
+    def new_step(self, cell: Cell, attention: AttnFn | None = None) -> TrainStep:
+        """A fresh timed training step of `cell` (timm's init), using `attention` if given."""
+        return self._new_step(cell.impl, cell.variant, cell.seq_len, cell.mode, attention=attention)
 
     def run_cell(self, cell: Cell, benchmark) -> dict:
         """Parity gate, kernel check, then time `cell` with pytest-benchmark.
@@ -155,19 +171,21 @@ class Suite:
         torch._dynamo.reset()
         torch._dynamo.utils.counters.clear()  # reset() keeps them: graph breaks are per cell
         release_memory(self.device)
-        report = self.attention_parity(cell.impl, cell.variant, cell.seq_len)
+        # One attention callable per cell: the parity checks test the callable that is timed.
+        attention = cell.impl.factory(cell.variant, self.shape(cell.seq_len))
+        # The cell's first training step (its compile, autotuning and JIT) happens in here.
+        model_report = self.model_parity(cell, attention)
+        compile_cache = inductor_cache_state()
+        if not model_report.ok:
+            raise CellFailure(model_report.summary())
+        report = self.attention_parity(cell, attention)
         if not report.ok:
             raise CellFailure(report.summary())
 
         cfg = self.config(cell.seq_len)
-        step = self.new_step(cell)
-        model_report = self.model_parity(cell, step)
-        if not model_report.ok:
-            raise CellFailure(model_report.summary())
-        first_step_s = model_report.first_step_s
-
+        step = self.new_step(cell, attention)
         names = profiled_names(step, self.device)
-        kernels = check_kernels(cell.impl, names)
+        kernels = check_kernels(cell.impl, names, variant=cell.variant)
         if not kernels.ok:
             raise CellFailure(kernels.explain())
 
@@ -175,16 +193,21 @@ class Suite:
         injected_ms = 0.0
         if self.slowdown:
             target, injected_ms = slowed_down(step, self.slowdown, self.device)
+        steps = STEPS_PER_ROUND[self.profile]
+        step.sync_every = steps
+        bare_before = bare_round_ms(target, steps, self.rounds // 2) if self.bare_loop else []
 
         if self.device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats(self.device)
         benchmark.group = f"{cell.seq_len}-{cell.mode}"
-        benchmark.pedantic(target, rounds=self.rounds, warmup_rounds=self.warmup, iterations=1)
+        benchmark.pedantic(target, rounds=self.rounds, warmup_rounds=self.warmup, iterations=steps)
+        # The bare rounds come half before and half after the timed ones, so that an order
+        # effect shows as a difference between the halves rather than as an instrument bias.
+        bare_after = bare_round_ms(target, steps, self.rounds - self.rounds // 2) if self.bare_loop else []
         loss = float(step.last_loss)
         if loss != loss:
             raise CellFailure(f"{cell.name}: loss became NaN during timing")
 
-        median_s = benchmark.stats.stats.median
         info = {
             "impl": cell.impl.id,
             "library": cell.impl.library,
@@ -197,25 +220,77 @@ class Suite:
             "depth": cfg.depth,
             "heads": cfg.heads,
             "head_dim": cfg.head_dim,
-            "median_ms": median_s * 1e3,
-            "images_per_s": cfg.batch / median_s,
             "peak_gib": peak_gib(self.device),
-            "first_step_s": first_step_s,
-            "compile_s": first_step_s - median_s if cell.mode == "compiled" else 0.0,
+            "first_step_s": model_report.first_step_s,
+            "compile_cache": compile_cache,
             "graph_breaks": sum(torch._dynamo.utils.counters["graph_break"].values()),
             "model_flops": train_step_flops(cfg),
-            "tflops": train_step_flops(cfg) / median_s / 1e12,
-            "kernel": kernels.label,
-            "kernel_names": list(kernels.own or kernels.foreign),
-            "attention_like_names": list(kernels.candidates),
+            **kernels.as_dict(),
             "parity": report.as_dict(),
             "model_parity": model_report.as_dict(),
+            "numerics": envinfo.numerics(step.precision),
             "injected_slowdown_ms": injected_ms,
         }
+        if benchmark.disabled:  # --benchmark-disable: every check ran, nothing was timed
+            benchmark.extra_info.update(info)
+            return info
+        median_s = benchmark.stats.stats.median
+        info.update({
+            "median_ms": median_s * 1e3,
+            "images_per_s": cfg.batch / median_s,
+            # The same definition in every mode: what the cell's first step cost beyond a
+            # timed step (compilation, autotuning, JIT); compile_cache says whether Inductor's
+            # on-disk cache was cold or warm.
+            "compile_s": model_report.first_step_s - median_s,
+            "tflops": train_step_flops(cfg) / median_s / 1e12,
+        })
         if self.bare_loop:
-            info["bare_loop_median_ms"] = bare_loop_median(target, self.bare_loop) * 1e3
+            info.update(bare_loop_median_ms=statistics.median(bare_before + bare_after),
+                        bare_loop_before_ms=statistics.median(bare_before or bare_after),
+                        bare_loop_after_ms=statistics.median(bare_after))
+        info["steps_per_round"] = steps
+        del step, target
+        release_memory(self.device)
+        if self.study:
+            info.update(self.study_yardstick(cell, attention, median_s))
         benchmark.extra_info.update(info)
         return info
+
+    def study_yardstick(self, cell: Cell, attention: AttnFn, median_s: float) -> dict:
+        """Time the study's own model and loop (attn_bench.study) with the cell's attention."""
+        cfg = self.config(cell.seq_len)
+        model = study_model(cfg, attention, cell.impl.layout, self.device)
+        images, labels = synthetic_batch(cfg, self.device)
+        steps = STEPS_PER_ROUND[self.profile]
+        result = study_train_loop(model, images, labels, self.device, steps=self.rounds * steps,
+                                  compile=cell.mode == "compiled", warmup=max(self.warmup * steps, 5))
+        del model
+        release_memory(self.device)
+        return {
+            "study_median_ms": result["median_ms"],
+            "study_mean_ms": result["mean_ms"],
+            "vs_study_pct": (median_s * 1e3 / result["median_ms"] - 1) * 100,
+        }
+
+
+def inductor_cache_state() -> str:
+    """'cold', 'warm' or 'mixed' from Inductor's FX-graph cache counters; 'none' if nothing compiled."""
+    counters = torch._dynamo.utils.counters["inductor"]
+    hits, misses = counters.get("fxgraph_cache_hit", 0), counters.get("fxgraph_cache_miss", 0)
+    if not hits and not misses:
+        return "none"
+    return "mixed" if hits and misses else ("warm" if hits else "cold")
+
+
+def bare_round_ms(step, steps: int, rounds: int) -> list[float]:
+    """Per-step ms of `rounds` rounds of `steps` calls each, timed by a bare perf_counter."""
+    times = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for _ in range(steps):
+            step()
+        times.append((time.perf_counter() - start) / steps * 1e3)
+    return times
 
 
 def validate_choice(what: str, value, valid) -> None:
@@ -224,7 +299,7 @@ def validate_choice(what: str, value, valid) -> None:
 
 
 def bare_loop_median(step, rounds: int) -> float:
-    """Median seconds of `step` timed by a plain perf_counter loop (the suite's yardstick)."""
+    """Median seconds of `step` over `rounds` calls timed by a plain perf_counter loop."""
     times = []
     for _ in range(rounds):
         start = time.perf_counter()

@@ -23,39 +23,98 @@ def profiled_names(step, device: str) -> set[str]:
 
 @dataclass(frozen=True)
 class KernelCheck:
-    """The outcome of matching profiled names against the implementation's kernel."""
+    """The outcome of matching profiled names against the implementation's kernel patterns.
 
-    impl_id: str
-    own: tuple[str, ...]       # names matching the implementation's own kernel pattern
-    foreign: tuple[str, ...]   # attention kernels of other registered implementations
+    Names are split by direction: `own_fwd`/`own_bwd` match the implementation's
+    `kernel_fwd`/`kernel_bwd`; `foreign_fwd`/`foreign_bwd` match only other entries'
+    patterns (a fallback or a compiler rewrite). `variant_names` match the entry's
+    `kernel_variants` pattern for the cell's variant, if it has one.
+    """
+
+    impl: AttnImpl
+    own_fwd: tuple[str, ...]
+    own_bwd: tuple[str, ...]
+    foreign_fwd: tuple[str, ...]
+    foreign_bwd: tuple[str, ...]
     foreign_ids: tuple[str, ...]
+    backward: bool = True
+    variant: str = ""
+    variant_names: tuple[str, ...] = ()
     candidates: tuple[str, ...] = ()  # attention-looking names, shown when the check fails
 
     @property
+    def own(self) -> tuple[str, ...]:
+        """The implementation's own names, both directions."""
+        return tuple(sorted({*self.own_fwd, *self.own_bwd}))
+
+    @property
+    def foreign(self) -> tuple[str, ...]:
+        """Other implementations' names, both directions."""
+        return tuple(sorted({*self.foreign_fwd, *self.foreign_bwd}))
+
+    @property
+    def problems(self) -> tuple[str, ...]:
+        """Why the check fails, one line per direction or variant at fault; empty if it passes."""
+        impl, found = self.impl, []
+        directions = [("forward", impl.kernel_fwd, self.own_fwd, self.foreign_fwd)]
+        if self.backward:
+            directions.append(("backward", impl.kernel_bwd, self.own_bwd, self.foreign_bwd))
+        for direction, pattern, own, foreign in directions:
+            if pattern and not own:
+                found.append(f"{direction}: no {direction} kernel of {impl.id} ran (no name matches /{pattern}/)")
+            if foreign and not impl.compiler_may_rewrite:
+                found.append(f"{direction}: other implementations' {direction} kernels ran: {list(foreign)}")
+        pattern = impl.kernel_variants.get(self.variant)
+        if pattern and not self.variant_names:
+            found.append(f"variant {self.variant}: no name matches /{pattern}/")
+        return tuple(found)
+
+    @property
     def ok(self) -> bool:
-        impl = REGISTRY[self.impl_id]
-        if impl.kernel and not self.own:
-            return False
-        return not self.foreign or impl.compiler_may_rewrite
+        return not self.problems
 
     @property
     def label(self) -> str:
         """Short description of the kernel that ran, for tables."""
-        impl = REGISTRY[self.impl_id]
-        if self.foreign and impl.compiler_may_rewrite:
+        if self.foreign and self.impl.compiler_may_rewrite:
             return f"rewritten to {'+'.join(self.foreign_ids)}: {short_kernel_name(self.foreign)}"
-        if not impl.kernel:
+        if not self.impl.kernel_fwd:
             return "matmul+softmax (no fused attention kernel)"
-        return short_kernel_name(self.own)
+        return short_kernel_name(self.own_fwd or self.own)
+
+    @property
+    def variant_proof(self) -> str:
+        """What the names show about the variant: the matching names, or that they cannot show it."""
+        pattern = self.impl.kernel_variants.get(self.variant)
+        if not pattern:
+            return "not distinguishable by name"
+        return f"/{pattern}/ matched {list(self.variant_names)}" if self.variant_names else f"/{pattern}/ not seen"
+
+    def as_dict(self) -> dict:
+        """The kernel fields of a cell's result (extra_info)."""
+        return {
+            "kernel": self.label,
+            "kernel_names": list(self.own or self.foreign),
+            "kernel_fwd_names": list(self.own_fwd),
+            "kernel_bwd_names": list(self.own_bwd),
+            "foreign_kernel_names": list(self.foreign),
+            "kernel_variant_proof": self.variant_proof,
+            "attention_like_names": list(self.candidates),
+        }
 
     def explain(self) -> str:
-        impl = REGISTRY[self.impl_id]
-        lines = [f"kernel check for {impl.id}: expected "
-                 + (f"a name matching /{impl.kernel}/" if impl.kernel else "no fused attention kernel")]
-        lines.append(f"  matching names: {list(self.own) or 'none'}")
+        """Multi-line report: expectations and own names per direction, foreign names, failures."""
+        impl = self.impl
+        lines = [f"kernel check for {impl.id}" + (f"/{self.variant}" if self.variant else "")
+                 + (": ok" if self.ok else ": FAILED")]
+        directions = [("forward", impl.kernel_fwd, self.own_fwd), ("backward", impl.kernel_bwd, self.own_bwd)]
+        for direction, pattern, own in directions[:2 if self.backward else 1]:
+            expected = f"a name matching /{pattern}/" if pattern else "no fused attention kernel"
+            lines.append(f"  {direction}: expected {expected}; own names: {list(own) or 'none'}")
         if self.foreign:
-            lines.append(f"  other implementations' kernels ran: {list(self.foreign)} "
-                         f"({', '.join(self.foreign_ids)})")
+            lines.append(f"  other implementations' names ({', '.join(self.foreign_ids)}): {list(self.foreign)}")
+        lines += [f"  FAIL {problem}" for problem in self.problems]
+        lines.append(f"  variant proof: {self.variant_proof}")
         lines.append(f"  attention-looking names seen: {list(self.candidates)}")
         return "\n".join(lines)
 
@@ -70,20 +129,30 @@ def short_kernel_name(names) -> str:
     return name[:80]
 
 
-def check_kernels(impl: AttnImpl, names: set[str]) -> KernelCheck:
-    """Classify `names` (from `profiled_names`) for `impl`.
+def check_kernels(impl: AttnImpl, names: set[str], backward: bool = True, variant: str = "") -> KernelCheck:
+    """Classify `names` (from `profiled_names`) for `impl`, per direction.
 
-    A name belongs to an implementation when it matches that entry's `kernel`
-    pattern; names matched by `impl`'s own pattern are its own, names matched
-    only by other entries' patterns are foreign (a fallback or a rewrite).
+    A name is `impl`'s own forward (backward) name when it matches `impl.kernel_fwd`
+    (`kernel_bwd`); a name matched only by other entries' patterns is foreign, in the
+    direction of the pattern it matched. `backward`: whether the profiled step ran a
+    backward pass (then a backward name of its own is required). `variant`: the
+    cell's variant, checked against `impl.kernel_variants`.
     """
-    own = sorted(n for n in names if impl.kernel and re.search(impl.kernel, n))
-    foreign, foreign_ids = [], set()
-    for name in sorted(set(names) - set(own)):
-        ids = [e.id for e in REGISTRY.values() if e.kernel and re.search(e.kernel, name)]
-        if ids:
-            foreign.append(name)
-            foreign_ids.update(ids)
+    def matching(pattern):
+        return tuple(sorted(n for n in names if pattern and re.search(pattern, n)))
+
+    own_fwd, own_bwd = matching(impl.kernel_fwd), matching(impl.kernel_bwd)
+    others = sorted(set(names) - {*own_fwd, *own_bwd})
+    foreign_fwd, foreign_bwd, foreign_ids = set(), set(), set()
+    for entry in REGISTRY.values():
+        if entry.id == impl.id:
+            continue
+        for pattern, foreign in ((entry.kernel_fwd, foreign_fwd), (entry.kernel_bwd, foreign_bwd)):
+            hits = [n for n in others if pattern and re.search(pattern, n)]
+            foreign.update(hits)
+            if hits:
+                foreign_ids.add(entry.id)
     candidates = sorted(n for n in names if ATTENTION_LIKE.search(n))[:40]
-    return KernelCheck(impl.id, tuple(own), tuple(foreign), tuple(sorted(foreign_ids)),
-                       tuple(candidates))
+    return KernelCheck(impl, own_fwd, own_bwd, tuple(sorted(foreign_fwd)), tuple(sorted(foreign_bwd)),
+                       tuple(sorted(foreign_ids)), backward, variant,
+                       matching(impl.kernel_variants.get(variant, "")), tuple(candidates))

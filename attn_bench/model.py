@@ -1,12 +1,12 @@
 """The study's ViT: configs, the attention block, the training step and its FLOPs."""
 from __future__ import annotations
 
+import contextlib
 import functools
 from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from timm.layers import Mlp
 from timm.models.vision_transformer import VisionTransformer
 
@@ -62,7 +62,8 @@ class AttentionBlock(nn.Module):
     """The study's block: LN → qkv (no bias) → attention → proj → residual → LN → MLP(4×) → residual.
 
     `attention` takes and returns tensors in `layout` ("bhsd" or "bshd"); the
-    layout change happens here and nowhere else.
+    layout change happens in `split_qkv` and `merge_heads` and nowhere else.
+    The statements follow the study's order (`attn_bench.study.StudyAttentionBlock`).
     """
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, *,
@@ -77,17 +78,27 @@ class AttentionBlock(nn.Module):
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, hidden_features=int(dim * mlp_ratio), act_layer=nn.GELU)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, S, C = x.shape
-        qkv_bs3hd = self.qkv(self.norm1(x)).view(B, S, 3, self.heads, C // self.heads)
-        if self.layout == "bshd":
-            q, k, v = qkv_bs3hd.unbind(2)
-            out_bsc = self.attention(q, k, v).reshape(B, S, C)
-        else:
-            q, k, v = qkv_bs3hd.permute(2, 0, 3, 1, 4).unbind(0)
-            out_bsc = self.attention(q, k, v).transpose(1, 2).reshape(B, S, C)
-        x = x + self.proj(out_bsc)
+    def forward(self, x_in: torch.Tensor) -> torch.Tensor:
+        B, S, C = x_in.shape
+        qkv_bs3hd = self.qkv(self.norm1(x_in)).reshape(B, S, 3, self.heads, C // self.heads)
+        x = merge_heads(self.attention(*split_qkv(qkv_bs3hd, self.layout)), self.layout)
+        # bf16 + fp32, in this order, as the study has it: `x_in + proj(x)` costs eager
+        # steps an extra copy (see results/h200/README.md, "The study's step").
+        x = self.proj(x) + x_in
         return x + self.mlp(self.norm2(x))
+
+
+def split_qkv(qkv_bs3hd: torch.Tensor, layout: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """q, k, v as views of the packed (B, S, 3, H, D) projection, in `layout`: what attention gets."""
+    dims = (2, 0, 3, 1, 4) if layout == "bhsd" else (2, 0, 1, 3, 4)
+    return qkv_bs3hd.permute(dims).unbind(0)
+
+
+def merge_heads(out: torch.Tensor, layout: str) -> torch.Tensor:
+    """Attention output in `layout` → (B, S, H·D), as the block feeds it to the projection."""
+    out_bshd = out.transpose(1, 2) if layout == "bhsd" else out
+    B, S = out_bshd.shape[:2]
+    return out_bshd.reshape(B, S, -1)
 
 
 def build_model(cfg: VitConfig, attention: AttnFn, layout: str, device: str,
@@ -103,10 +114,13 @@ def build_model(cfg: VitConfig, attention: AttnFn, layout: str, device: str,
 
 
 def synthetic_batch(cfg: VitConfig, device: str, seed: int = 0):
-    """A fixed batch of images and labels, made on `device`."""
+    """A fixed batch made on the CPU from `seed`, then moved to `device`.
+
+    Random images, and labels `index % num_classes` as in the study's fake dataset.
+    """
     gen = torch.Generator(device="cpu").manual_seed(seed)
     images = torch.randn(cfg.batch, 3, cfg.img_size, cfg.img_size, generator=gen)
-    labels = torch.randint(0, cfg.num_classes, (cfg.batch,), generator=gen)
+    labels = torch.arange(cfg.batch) % cfg.num_classes
     return images.to(device), labels.to(device)
 
 
@@ -115,31 +129,59 @@ def synchronize(device: str) -> None:
         torch.cuda.synchronize(device)
 
 
-class TrainStep:
-    """One training step (bf16 autocast, cross-entropy, SGD), ending with a device sync.
+# The study calls torch.set_float32_matmul_precision("high") before training; the
+# fp32 references of the parity checks run at "highest" (true fp32 matmuls).
+TIMED_MATMUL_PRECISION = "high"
+REFERENCE_MATMUL_PRECISION = "highest"
 
+
+@contextlib.contextmanager
+def float32_matmul_precision(precision: str):
+    """Set torch's float32 matmul precision for the block, then restore the previous one."""
+    previous = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision(precision)
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(previous)
+
+
+class TrainStep:
+    """One training step as the study's loop runs it, ending with a device sync
+    (after every `sync_every`-th step: timed rounds run several steps back to back).
+
+    bf16 autocast, `nn.CrossEntropyLoss`, `SGD(model.parameters())` at its default
+    learning rate, zero_grad after the forward, float32 matmul precision "high".
     Call it to run a step; `last_loss` and `last_logits` hold the latest outputs.
-    With autocast=False it runs in the parameters' dtype (the fp32 reference).
+    With autocast=False it runs in the parameters' dtype at "highest" precision
+    (the fp32 reference).
     """
 
     def __init__(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
-                 device: str, lr: float = 0.1, autocast: bool = True):
+                 device: str, autocast: bool = True):
         self.model, self.images, self.labels, self.device = model, images, labels, device
         self.autocast = autocast
-        self.opt = torch.optim.SGD(model.parameters(), lr=lr)
+        self.precision = TIMED_MATMUL_PRECISION if autocast else REFERENCE_MATMUL_PRECISION
+        self.criterion = nn.CrossEntropyLoss()
+        self.opt = torch.optim.SGD(model.parameters())
         self.last_loss: torch.Tensor | None = None
         self.last_logits: torch.Tensor | None = None
+        self.sync_every = 1  # synchronize after every n-th call (timed rounds of n steps)
+        self._calls = 0
 
     def __call__(self) -> None:
-        self.opt.zero_grad(set_to_none=True)
-        with torch.autocast(device_type=self.device.split(":")[0], dtype=torch.bfloat16,
-                            enabled=self.autocast):
-            logits = self.model(self.images)
-            loss = F.cross_entropy(logits, self.labels)
-        loss.backward()
-        self.opt.step()
+        with float32_matmul_precision(self.precision):
+            with torch.autocast(device_type=self.device.split(":")[0], dtype=torch.bfloat16,
+                                enabled=self.autocast):
+                logits = self.model(self.images)
+                loss = self.criterion(logits, self.labels)
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
         self.last_loss, self.last_logits = loss.detach(), logits.detach()
-        synchronize(self.device)
+        self._calls += 1
+        if self._calls % self.sync_every == 0:
+            synchronize(self.device)
 
 
 def compile_blocks(model: VisionTransformer) -> None:

@@ -2,47 +2,124 @@
 
     python -m attn_bench.report RUN.json [RUN2.json ...] [--markdown FILE] [--chart FILE.png]
 
-One table per (seq_len, mode): implementation, variant, median step ms, speedup over
-`native`/`plain` eager at the same sequence length, peak GiB, TFLOP/s and the kernel that
-ran; then the skipped cells with their reasons and the failed cells. Several runs may be
-merged (e.g. the PyTorch matrix and a third-party run); a cell present in more than one
-file is taken from the last file that has it.
+One table per (seq_len, mode): implementation, variant, the run the row came from, median
+step ms, speedup over the native cell of the *same variant* at the same sequence length
+(`native/<variant>` eager, and in compiled tables also `native/<variant>` compiled), peak
+GiB, TFLOP/s and the kernel that ran; optional columns when the runs recorded them: the
+deviation from the study's own loop (`vs study`) and, in compiled tables, compile seconds
+with the compile cache state. Then the study's comparisons (STUDY_PAIRS) as sentences, the
+skipped and failed cells, and a legend of the runs (file, date, commit, GPU, profile).
+
+Several runs may be merged (e.g. the PyTorch matrix and a third-party run); a cell present
+in more than one file is taken from the last file that has it. Runs of different GPU models
+or profiles are refused.
 """
 from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
+from fnmatch import fnmatchcase
 from pathlib import Path
 
 from .kernels import short_kernel_name
 from .runs import RunFileError, cell_params, gpu_model, load_run, outcomes, short_name
 
 MODE_ORDER = ("eager", "compiled")
-REFERENCE = ("native", "plain", "eager")  # the study's baseline cell at each sequence length
-COLUMNS = ("implementation", "variant", "median ms", "speedup vs native eager", "peak GiB",
-           "TFLOP/s", "kernel")
+BASELINE_IMPL = "native"  # speedups are over native/<same variant> at the same seq_len
+# The comparisons the study made: (implementation, variant, baseline implementation pattern
+# (fnmatch), what is being compared). Each baseline matching the pattern that ran at the same
+# seq_len, mode and variant gives one sentence.
+STUDY_PAIRS = (
+    ("flex", "softcap", "native", "soft-capping via score_mod vs hand-written"),
+    ("flex", "neighborhood", "sdpa_*", "block_mask vs sdpa with a dense mask"),
+    ("flex", "plain", "native", "FlexAttention vs hand-written attention"),
+    ("flex", "plain", "sdpa_*", "FlexAttention vs an sdpa backend"),
+)
+SINGLE_RUN_LABEL = "this run"
+
+
+@dataclass(frozen=True)
+class RunSource:
+    """Where a run came from, for the legend: its label (e.g. `r1`), file and recorded identity."""
+
+    label: str
+    name: str
+    datetime: str
+    commit: str
+    gpu: str
+    profile: str
+
+    def legend(self) -> str:
+        """'r1: FILE, DATE, commit ID, GPU, profile P'."""
+        return (f"{self.label}: {self.name}, {self.datetime}, commit {self.commit}, {self.gpu}, "
+                f"profile {self.profile}")
 
 
 @dataclass
 class Merged:
-    """The cells of one or more runs, later files winning: ran (benchmark dicts), skipped, failed."""
+    """The cells of one or more runs, later files winning: ran (benchmark dicts), skipped, failed.
+
+    `source` maps each cell's test id to the label of the run it was taken from; `runs` are
+    the runs' legend entries in the order given.
+    """
 
     ran: dict
     skipped: dict
     failed: dict
     gpu: str
+    source: dict = field(default_factory=dict)
+    runs: list = field(default_factory=list)
 
 
-def merge(runs: list[dict]) -> Merged:
-    """Merge runs of one GPU model into one set of cells; ValueError if the GPU models differ."""
+def run_source(run: dict, label: str, name: str) -> RunSource:
+    """The legend entry of `run`: datetime to the second, commit hash (10 chars, `dirty` marked)."""
+    commit_info = run.get("commit_info") or {}
+    commit = commit_info.get("id") or "unknown"
+    if all(c in "0123456789abcdef" for c in commit):
+        commit = commit[:10]  # a git hash; other values ("unversioned", "unknown") stay whole
+    if commit_info.get("dirty"):
+        commit += " (dirty)"
+    return RunSource(label, name, _short_datetime(run.get("datetime")), commit, gpu_model(run),
+                     str(_profile(run)))
+
+
+def _short_datetime(value: str | None) -> str:
+    if not value:
+        return "date unknown"
+    try:
+        return datetime.fromisoformat(value).isoformat(timespec="seconds")
+    except ValueError:
+        return value
+
+
+def _profile(run: dict) -> str | None:
+    return (run.get("attn_suite") or {}).get("profile")
+
+
+def merge(runs: list[dict], names: list[str] | None = None, labels: list[str] | None = None) -> Merged:
+    """Merge runs into one set of cells; ValueError naming two files if GPU models or profiles differ.
+
+    `names` (file paths) default to `run 1`, `run 2`, ...; `labels` (the short run column)
+    default to `this run` for one run and `r1`, `r2`, ... for several.
+    """
     if not runs:
         raise ValueError("no runs to report")
-    gpus = {gpu_model(run) for run in runs}
-    if len(gpus) > 1:
-        raise ValueError(f"runs of different GPU models cannot share a report: {', '.join(sorted(gpus))}")
-    merged = Merged({}, {}, {}, gpus.pop())
-    for run in runs:
+    names = [str(n) for n in names] if names else [f"run {i}" for i in range(1, len(runs) + 1)]
+    if labels is None:
+        labels = [SINGLE_RUN_LABEL] if len(runs) == 1 else [f"r{i}" for i in range(1, len(runs) + 1)]
+    if not len(names) == len(labels) == len(runs):
+        raise ValueError("merge needs one name and one label per run")
+    for what, key in (("GPU models", gpu_model), ("profiles", _profile)):
+        first = key(runs[0])
+        for run, name in zip(runs[1:], names[1:]):
+            if key(run) != first:
+                raise ValueError(f"runs of different {what} cannot share a report: {names[0]} is "
+                                 f"{first!r}, {name} is {key(run)!r}")
+    merged = Merged({}, {}, {}, gpu_model(runs[0]))
+    for run, name, label in zip(runs, names, labels):
+        merged.runs.append(run_source(run, label, name))
         for state, cells in zip(("ran", "skipped", "failed"), outcomes(run)):
             for test, value in cells.items():
                 if cell_params(test) is None:
@@ -50,26 +127,81 @@ def merge(runs: list[dict]) -> Merged:
                 for other in (merged.ran, merged.skipped, merged.failed):
                     other.pop(test, None)
                 getattr(merged, state)[test] = value
+                merged.source[test] = label
     return merged
 
 
 @dataclass(frozen=True)
 class Row:
-    """One cell of a table; `speedup` is over native/plain eager at the same seq_len (None if absent)."""
+    """One cell of a table.
+
+    `speedup_eager` is over native/<variant> eager and `speedup_mode` over native/<variant> in
+    the row's own mode, both at the same seq_len (None if that cell did not run). `study_ms`,
+    `compile_s` and `compile_cache` are None when the run did not record them.
+    """
 
     impl: str
     variant: str
+    run: str
     median_ms: float
-    speedup: float | None
+    speedup_eager: float | None
+    speedup_mode: float | None
     peak_gib: float | None
     tflops: float | None
     kernel: str
+    study_ms: float | None = None
+    compile_s: float | None = None
+    compile_cache: str | None = None
 
-    def cells(self) -> tuple[str, ...]:
-        """The row formatted as in COLUMNS."""
-        return (self.impl, self.variant, f"{self.median_ms:.2f}",
-                "n/a" if self.speedup is None else f"{self.speedup:.2f}x",
-                _number(self.peak_gib, ".2f"), _number(self.tflops, ".3g"), self.kernel)
+    @property
+    def vs_study_pct(self) -> float | None:
+        """Signed deviation of this cell's median from the study loop's median, in percent."""
+        if not self.study_ms:
+            return None
+        return (self.median_ms - self.study_ms) / self.study_ms * 100
+
+
+@dataclass(frozen=True)
+class Column:
+    """A table column: its header, how a row is written in it, and whether it is right-aligned."""
+
+    header: str
+    format: object  # Row -> str
+    numeric: bool = True
+
+
+def _speedup(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}x"
+
+
+def _compile(row: Row) -> str:
+    if row.compile_s is None:
+        return "n/a"
+    return f"{row.compile_s:.1f} ({row.compile_cache or 'cache n/a'})"
+
+
+def columns(mode: str, rows: list[Row]) -> list[Column]:
+    """The columns of the (seq_len, `mode`) table holding `rows`.
+
+    Eager tables have one speedup column; other modes also have the one against native in
+    their own mode. `vs study` appears when a row has the study's median, `compile s` in
+    non-eager tables when a row has a compile cache state.
+    """
+    cols = [Column("implementation", lambda r: r.impl, False),
+            Column("variant", lambda r: r.variant, False),
+            Column("run", lambda r: r.run, False),
+            Column("median ms", lambda r: f"{r.median_ms:.2f}"),
+            Column("speedup vs native/<variant> eager", lambda r: _speedup(r.speedup_eager))]
+    if mode != "eager":
+        cols.append(Column(f"speedup vs native/<variant> {mode}", lambda r: _speedup(r.speedup_mode)))
+    if any(r.study_ms for r in rows):
+        cols.append(Column("vs study", lambda r: _number(r.vs_study_pct, "+.1f", "%")))
+    if mode != "eager" and any(r.compile_cache for r in rows):
+        cols.append(Column("compile s (cache)", _compile))
+    cols += [Column("peak GiB", lambda r: _number(r.peak_gib, ".2f")),
+             Column("TFLOP/s", lambda r: _number(r.tflops, ".3g")),
+             Column("kernel", lambda r: r.kernel, False)]
+    return cols
 
 
 def kernel_label(info: dict) -> str:
@@ -81,28 +213,78 @@ def kernel_label(info: dict) -> str:
     return label
 
 
+def _medians(merged: Merged) -> dict[tuple[str, str, int, str], float]:
+    """Median seconds per (impl, variant, seq_len, mode) of every cell that ran."""
+    out = {}
+    for test, bench in merged.ran.items():
+        p = cell_params(test)
+        out[(p["impl"], p["variant"], p["seq_len"], p["mode"])] = bench["stats"]["median"]
+    return out
+
+
 def tables(merged: Merged) -> dict[tuple[int, str], list[Row]]:
     """Rows per (seq_len, mode), fastest first; keys ordered by seq_len, then eager before compiled."""
-    cells = [(cell_params(test), bench) for test, bench in merged.ran.items()]
-    reference = {p["seq_len"]: bench["stats"]["median"] for p, bench in cells
-                 if (p["impl"], p["variant"], p["mode"]) == REFERENCE}
+    medians = _medians(merged)
     groups: dict[tuple[int, str], list[Row]] = {}
-    for p, bench in cells:
+    for test, bench in merged.ran.items():
+        p = cell_params(test)
         median = bench["stats"]["median"]
         info = bench.get("extra_info") or {}
-        ref = reference.get(p["seq_len"])
+        ref_eager, ref_mode = (medians.get((BASELINE_IMPL, p["variant"], p["seq_len"], mode))
+                               for mode in ("eager", p["mode"]))
         groups.setdefault((p["seq_len"], p["mode"]), []).append(Row(
-            p["impl"], p["variant"], median * 1e3, ref / median if ref else None,
-            info.get("peak_gib"), info.get("tflops"), kernel_label(info)))
+            p["impl"], p["variant"], merged.source.get(test, ""), median * 1e3,
+            ref_eager / median if ref_eager else None, ref_mode / median if ref_mode else None,
+            info.get("peak_gib"), info.get("tflops"), kernel_label(info),
+            info.get("study_median_ms"), info.get("compile_s"), info.get("compile_cache")))
     return {key: sorted(groups[key], key=lambda r: r.median_ms)
             for key in sorted(groups, key=lambda k: (k[0], _mode_rank(k[1])))}
 
 
+@dataclass(frozen=True)
+class Comparison:
+    """One of the study's comparisons at one (seq_len, mode): `cell` vs `baseline` ('impl/variant')."""
+
+    seq_len: int
+    mode: str
+    cell: str
+    baseline: str
+    ratio: float  # baseline median / cell median: > 1 means `cell` is faster
+    what: str
+
+    def sentence(self) -> str:
+        """'flex/softcap is 1.23x faster than native/softcap (what)'; 'slower' with the inverse ratio."""
+        if f"{self.ratio:.2f}" == "1.00" or f"{1 / self.ratio:.2f}" == "1.00":
+            return f"{self.cell} is as fast as {self.baseline} (within 0.5 %) ({self.what})"
+        if self.ratio > 1:
+            return f"{self.cell} is {self.ratio:.2f}x faster than {self.baseline} ({self.what})"
+        return f"{self.cell} is {1 / self.ratio:.2f}x slower than {self.baseline} ({self.what})"
+
+
+def study_comparisons(merged: Merged, pairs=STUDY_PAIRS) -> dict[tuple[int, str], list[Comparison]]:
+    """The `pairs` whose two cells both ran, per (seq_len, mode) in table order."""
+    medians = _medians(merged)
+    impls = sorted({impl for impl, *_ in medians})
+    out: dict[tuple[int, str], list[Comparison]] = {}
+    for key in tables(merged):
+        seq_len, mode = key
+        for impl, variant, pattern, what in pairs:
+            mine = medians.get((impl, variant, seq_len, mode))
+            if mine is None:
+                continue
+            for base in impls:
+                theirs = medians.get((base, variant, seq_len, mode))
+                if base != impl and fnmatchcase(base, pattern) and theirs is not None:
+                    out.setdefault(key, []).append(Comparison(
+                        seq_len, mode, f"{impl}/{variant}", f"{base}/{variant}", theirs / mine, what))
+    return out
+
+
 def speedups(merged: Merged) -> dict[tuple[int, str], list[tuple[str, float]]]:
-    """('impl/variant', speedup) per (seq_len, mode) where the reference cell exists, for the chart."""
+    """('impl/variant', speedup vs native/<variant> eager) per (seq_len, mode), for the chart."""
     result = {}
     for key, rows in tables(merged).items():
-        bars = [(f"{r.impl}/{r.variant}", r.speedup) for r in rows if r.speedup is not None]
+        bars = [(f"{r.impl}/{r.variant}", r.speedup_eager) for r in rows if r.speedup_eager is not None]
         if bars:
             result[key] = bars
     return result
@@ -112,40 +294,61 @@ def _mode_rank(mode: str) -> int:
     return MODE_ORDER.index(mode) if mode in MODE_ORDER else len(MODE_ORDER)
 
 
-def _number(value, fmt: str) -> str:
-    return "n/a" if value is None else format(value, fmt)
+def _number(value, fmt: str, suffix: str = "") -> str:
+    return "n/a" if value is None else format(value, fmt) + suffix
 
 
 def text_report(merged: Merged) -> str:
-    """Fixed-width tables, then skipped and failed cells, for a terminal."""
+    """Fixed-width tables, the study's comparisons, skipped and failed cells and the run legend."""
     out = []
     for (seq_len, mode), rows in tables(merged).items():
         out.append(f"seq_len {seq_len}, {mode} ({merged.gpu})")
-        cells = [row.cells() for row in rows]
-        widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(COLUMNS)]
-        for row in (COLUMNS, *cells):
+        cols = columns(mode, rows)
+        cells = [[c.format(row) for c in cols] for row in rows]
+        widths = [max(len(c.header), *(len(r[i]) for r in cells)) for i, c in enumerate(cols)]
+        for row in ([c.header for c in cols], *cells):
             out.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
         out.append("")
+    out += _comparison_lines(merged, bullet="  ")
     out += _outcome_lines(merged, bullet="  ")
+    out += _legend_lines(merged, bullet="  ")
     return "\n".join(out).rstrip() + "\n"
 
 
 def markdown_report(merged: Merged) -> str:
-    """The same report as markdown: one table per (seq_len, mode)."""
+    """The same report as markdown: one table per (seq_len, mode), then the other sections."""
     out = []
     for (seq_len, mode), rows in tables(merged).items():
+        cols = columns(mode, rows)
         out += [f"### seq_len {seq_len}, {mode} ({merged.gpu})", "",
-                "| " + " | ".join(COLUMNS) + " |",
-                "| --- | --- | ---: | ---: | ---: | ---: | --- |"]
-        out += ["| " + " | ".join(row.cells()) + " |" for row in rows]
+                "| " + " | ".join(c.header for c in cols) + " |",
+                "| " + " | ".join("---:" if c.numeric else "---" for c in cols) + " |"]
+        out += ["| " + " | ".join(c.format(row) for c in cols) + " |" for row in rows]
         out.append("")
+    out += _comparison_lines(merged, bullet="- ", heading="### ")
     out += _outcome_lines(merged, bullet="- ", code=True)
+    out += _legend_lines(merged, bullet="- ", code=True)
     return "\n".join(out).rstrip() + "\n"
 
 
+def _comparison_lines(merged: Merged, bullet: str, heading: str = "") -> list[str]:
+    found = study_comparisons(merged)
+    if not found:
+        return []
+    out = [f"{heading}The study's comparisons (median step time, same seq_len and mode)", ""]
+    for (seq_len, mode), comparisons in found.items():
+        out.append(f"seq_len {seq_len}, {mode}:")
+        out += [f"{bullet}{c.sentence()}" for c in comparisons]
+        out.append("")
+    return out
+
+
 def _outcome_lines(merged: Merged, bullet: str, code: bool = False) -> list[str]:
+    several = len(merged.runs) > 1
+
     def name(test):
-        return f"`{short_name(test)}`" if code else short_name(test)
+        text = f"`{short_name(test)}`" if code else short_name(test)
+        return f"{text} ({merged.source[test]})" if several and test in merged.source else text
     out = []
     if merged.skipped:
         out.append(f"Skipped cells ({len(merged.skipped)}):")
@@ -158,15 +361,25 @@ def _outcome_lines(merged: Merged, bullet: str, code: bool = False) -> list[str]
     return out
 
 
+def _legend_lines(merged: Merged, bullet: str, code: bool = False) -> list[str]:
+    if not merged.runs:
+        return []
+    out = ["Runs (the `run` column):" if code else "Runs (the run column):"]
+    for source in merged.runs:
+        out.append(f"{bullet}{source.legend()}")
+    out.append("")
+    return out
+
+
 def write_chart(merged: Merged, path: str | Path) -> None:
-    """A PNG with one bar panel per (seq_len, mode): speedup over native/plain eager."""
+    """A PNG with one bar panel per (seq_len, mode): speedup over native/<same variant> eager."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     data = speedups(merged)
     if not data:
-        raise ValueError("no cell has a speedup to chart (no native/plain eager cell in the runs)")
+        raise ValueError("no cell has a speedup to chart (no native eager cell of its variant in the runs)")
     fig, axes = plt.subplots(1, len(data), figsize=(4.5 * len(data), 0.45 * max(map(len, data.values())) + 1.8),
                              squeeze=False)
     for ax, ((seq_len, mode), bars) in zip(axes[0], data.items()):
@@ -176,13 +389,16 @@ def write_chart(merged: Merged, path: str | Path) -> None:
         ax.axvline(1.0, color="black", linewidth=0.8)
         ax.set_xlim(0, max(*values, 1.0) * 1.2)  # room for the value labels
         ax.set_title(f"seq_len {seq_len}, {mode}")
-        ax.set_xlabel("speedup vs native/plain eager")
+        ax.set_xlabel(CHART_XLABEL)
         for y, v in enumerate(values):
             ax.text(v, y, f" {v:.2f}x", va="center", fontsize=8)
     fig.suptitle(f"Training-step speedups ({merged.gpu})")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+CHART_XLABEL = "speedup vs native/<same variant> eager"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -193,7 +409,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--chart", metavar="FILE", help="also write a PNG chart of the speedups")
     args = p.parse_args(argv)
     try:
-        merged = merge([load_run(path) for path in args.runs])
+        labels = [f"r{i}" for i in range(1, len(args.runs) + 1)]
+        merged = merge([load_run(path) for path in args.runs], names=args.runs, labels=labels)
         print(text_report(merged), end="")
         if args.markdown:
             Path(args.markdown).write_text(markdown_report(merged), encoding="utf-8")

@@ -56,7 +56,8 @@ def _fa2_probe(device: str) -> str:
 
 FA2 = register(AttnImpl(
     id="fa2", library="flash-attn", layout="bshd", variants=("plain", "softcap"),
-    backward=True, compile=True, kernel=r"flash_attn::_flash_attn_(forward|backward)",
+    backward=True, compile=True, kernel_fwd=r"flash_attn::_flash_attn_forward",
+    kernel_bwd=r"flash_attn::_flash_attn_backward",
     probe=_fa2_probe, factory=_factory("flash_attn"),
     description="flash-attn 2 flash_attn_func", install=FA2_INSTALL,
     proven_on_hardware=False,
@@ -72,7 +73,9 @@ def _fa3_probe(device: str) -> str:
 
 FA3 = register(AttnImpl(
     id="fa3", library="flash-attn-3", layout="bshd", variants=("plain", "softcap"),
-    backward=True, compile=True, kernel=r"flash_attn_3::|FlashAttnFwdSm90|FlashAttnBwdSm90",
+    # torch custom ops flash_attn_3::fwd/bwd; kernels cutlass::device_kernel<flash::FlashAttn{Fwd,Bwd}Sm90<...>>
+    backward=True, compile=True, kernel_fwd=r"flash_attn_3::fwd|flash::FlashAttnFwdSm90",
+    kernel_bwd=r"flash_attn_3::bwd|flash::FlashAttnBwdSm90",
     probe=_fa3_probe, factory=_factory("flash_attn_interface"),
     description="FlashAttention-3 (Hopper) flash_attn_interface.flash_attn_func",
     install="source build (hopper/)", proven_on_hardware=False,
@@ -91,7 +94,7 @@ def _fa4_probe(device: str) -> str:
 FA4 = register(AttnImpl(
     id="fa4", library="flash-attn-4", layout="bshd", variants=("plain", "softcap"),
     # CuTe DSL kernels are named kernel_cutlass_kernel_flash_attncute<module><class>...
-    backward=True, compile=True, kernel=r"flash_attncute",
+    backward=True, compile=True, kernel_fwd=r"flash_attncuteflash_fwd", kernel_bwd=r"flash_attncuteflash_bwd",
     probe=_fa4_probe, factory=_factory("flash_attn.cute", outside_graph=True),
     description="flash-attn-4 flash_attn.cute.flash_attn_func (CuTe DSL; outside torch.compile graphs)",
     install=FA4_INSTALL,

@@ -56,7 +56,10 @@ FLEX = register(AttnImpl(
     variants=VARIANTS,
     backward=True,
     compile=True,
-    kernel=r"flex_attention",
+    # Inductor names its Triton templates after the fused ops: ..._flex_attention_N and
+    # ..._flex_attention_backward_N.
+    kernel_fwd=r"flex_attention(?!_backward)",
+    kernel_bwd=r"flex_attention_backward",
     probe=lambda device: import_reason("torch.nn.attention.flex_attention", "needs torch>=2.5"),
     factory=_factory,
     description="FlexAttention, torch.compile'd (score_mod softcap, block_mask neighborhood)",

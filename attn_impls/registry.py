@@ -6,8 +6,8 @@ and `register()` them; nothing else needs editing to add an implementation.
 from __future__ import annotations
 
 import importlib.metadata
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 import torch
 
@@ -20,8 +20,10 @@ NEIGHBORHOOD_RADIUS = 5
 # Kernels that two libraries share, so both entries' patterns must claim them:
 # cuDNN's attention (SDPA's cuDNN backend and TE's fused backend) and PyTorch's
 # cutlass memory-efficient attention (SDPA's efficient backend and xFormers' cutlass op).
-CUDNN_SDPA_KERNEL = r"cudnn_generated_fort_native_sdpa|sm\d+_flash_[fb]prop"
-CUTLASS_FMHA_KERNEL = r"aten::_efficient_attention_(forward|backward)|fmha_cutlass[FB]"
+CUDNN_SDPA_FWD = r"cudnn_generated_fort_native_sdpa\w*_fprop|sm\d+_flash_fprop"
+CUDNN_SDPA_BWD = r"cudnn_generated_fort_native_sdpa\w*_bprop|sm\d+_flash_bprop"
+CUTLASS_FMHA_FWD = r"aten::_efficient_attention_forward|fmha_cutlassF"
+CUTLASS_FMHA_BWD = r"aten::_efficient_attention_backward|fmha_cutlassB"
 
 # An attention callable takes q, k, v in the entry's layout and returns the
 # output in the same layout: (B, H, S, D) for "bhsd", (B, S, H, D) for "bshd".
@@ -55,9 +57,10 @@ class AttnImpl:
     variants: the attention variants it can compute (subset of VARIANTS).
     backward: whether it has a backward pass (on CUDA).
     compile: whether it runs under torch.compile (possibly with graph breaks).
-    kernel: regex over profiler op/kernel names that must match during a step
-        when this implementation runs; "" means no fused attention kernel may run
-        (hand-written attention, SDPA math).
+    kernel_fwd, kernel_bwd: regexes over profiler op/kernel names. A training step
+        must show a name matching each: the forward and the backward of this
+        implementation. Both "" means no fused attention kernel may run in either
+        direction (hand-written attention, SDPA math).
     probe: device -> "" if usable on that device, else the reason it is not.
     factory: (variant, shape) -> attention callable.
     install: how a user gets the library (shown in skip reasons).
@@ -67,6 +70,9 @@ class AttnImpl:
     compiler_may_rewrite: torch.compile may legitimately turn it into another
         kernel (Inductor's attention pattern matcher on hand-written attention);
         the cell then reports what it became instead of failing.
+    kernel_variants: variant -> regex that a profiled name must match when that
+        variant runs, for libraries whose names show the variant. A variant not
+        listed cannot be told apart by name (KernelCheck.variant_proof says so).
     """
 
     id: str
@@ -75,7 +81,8 @@ class AttnImpl:
     variants: tuple[str, ...]
     backward: bool
     compile: bool
-    kernel: str
+    kernel_fwd: str
+    kernel_bwd: str
     probe: Callable[[str], str]
     factory: Callable[[str, AttnShape], AttnFn]
     description: str = ""
@@ -83,6 +90,7 @@ class AttnImpl:
     proven_on_hardware: bool = True
     cpu_backward: bool = True
     compiler_may_rewrite: bool = False
+    kernel_variants: Mapping[str, str] = field(default_factory=dict, hash=False)
 
     def __post_init__(self):
         if self.layout not in LAYOUTS:
@@ -90,6 +98,10 @@ class AttnImpl:
         unknown = set(self.variants) - set(VARIANTS)
         if unknown:
             raise ValueError(f"{self.id}: unknown variants {sorted(unknown)}; valid: {VARIANTS}")
+        if bool(self.kernel_fwd) != bool(self.kernel_bwd):
+            raise ValueError(f"{self.id}: kernel_fwd and kernel_bwd must both be set or both be empty")
+        if set(self.kernel_variants) - set(self.variants):
+            raise ValueError(f"{self.id}: kernel_variants names variants it does not support")
 
     def unsupported_reason(self, variant: str, device: str, backward: bool = True) -> str:
         """Why this implementation cannot run `variant` on `device` ("" if it can)."""

@@ -13,8 +13,10 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .registry import (
-    CUDNN_SDPA_KERNEL,
-    CUTLASS_FMHA_KERNEL,
+    CUDNN_SDPA_BWD,
+    CUDNN_SDPA_FWD,
+    CUTLASS_FMHA_BWD,
+    CUTLASS_FMHA_FWD,
     AttnImpl,
     AttnShape,
     Unsupported,
@@ -54,27 +56,31 @@ def _refusal(backend: SDPBackend, shape: AttnShape, mask: torch.Tensor | None) -
     return ""
 
 
-def _entry(impl_id, backend, variants, kernel, probe, description):
+def _entry(impl_id, backend, variants, kernel_fwd, kernel_bwd, probe, description):
     return register(AttnImpl(
         id=impl_id, library="torch", layout="bhsd", variants=variants, backward=True,
-        compile=True, kernel=kernel, probe=probe, factory=_make_factory(backend),
+        compile=True, kernel_fwd=kernel_fwd, kernel_bwd=kernel_bwd, probe=probe, factory=_make_factory(backend),
         description=description,
     ))
 
 
 SDPA_FLASH = _entry(
     "sdpa_flash", SDPBackend.FLASH_ATTENTION, ("plain",),
-    r"_scaled_dot_product_flash_attention", lambda device: "",
+    # CUDA: aten::_scaled_dot_product_flash_attention; CPU: ..._for_cpu
+    r"_scaled_dot_product_flash_attention(_for_cpu)?$",
+    r"_scaled_dot_product_flash_attention(_for_cpu)?_backward$", lambda device: "",
     "SDPA flash backend (PyTorch's FlashAttention-2 build; CPU has its own flash kernel)")
 SDPA_EFFICIENT = _entry(
     "sdpa_efficient", SDPBackend.EFFICIENT_ATTENTION, ("plain", "neighborhood"),
-    rf"_scaled_dot_product_efficient_attention|{CUTLASS_FMHA_KERNEL}", needs_cuda,
+    rf"_scaled_dot_product_efficient_attention$|{CUTLASS_FMHA_FWD}",
+    rf"_scaled_dot_product_efficient_attention_backward$|{CUTLASS_FMHA_BWD}", needs_cuda,
     "SDPA memory-efficient backend (xFormers-derived cutlass kernel)")
 SDPA_MATH = _entry(
     "sdpa_math", SDPBackend.MATH, ("plain", "neighborhood"),
-    "", lambda device: "",
+    "", "", lambda device: "",
     "SDPA math backend (composite of matmul and softmax)")
 SDPA_CUDNN = _entry(
     "sdpa_cudnn", SDPBackend.CUDNN_ATTENTION, ("plain", "neighborhood"),
-    rf"_scaled_dot_product_cudnn_attention|{CUDNN_SDPA_KERNEL}", lambda device: needs_sm(device, 8),
+    rf"_scaled_dot_product_cudnn_attention$|{CUDNN_SDPA_FWD}",
+    rf"_scaled_dot_product_cudnn_attention_backward$|{CUDNN_SDPA_BWD}", lambda device: needs_sm(device, 8),
     "SDPA cuDNN backend")

@@ -17,7 +17,8 @@ import functools
 import os
 
 from .registry import (
-    CUDNN_SDPA_KERNEL,
+    CUDNN_SDPA_BWD,
+    CUDNN_SDPA_FWD,
     SOFTCAP,
     AttnImpl,
     AttnShape,
@@ -156,17 +157,20 @@ def _make_factory(backend: str):
     return factory
 
 
-def _entry(backend, kernel, description, proven=False):
+def _entry(backend, kernel_fwd, kernel_bwd, description, proven=False):
     return register(AttnImpl(
         id=f"te_{backend}", library="transformer-engine", layout="bshd",
         variants=("plain", "softcap", "neighborhood"), backward=True, compile=True,
-        kernel=kernel, probe=functools.partial(_probe, backend), factory=_make_factory(backend),
+        kernel_fwd=kernel_fwd, kernel_bwd=kernel_bwd,
+        probe=functools.partial(_probe, backend), factory=_make_factory(backend),
         description=description, install=INSTALL, proven_on_hardware=proven,
     ))
 
 
-TE_FLASH = _entry("flash", r"flash_attn::_flash_attn|flash_attn_3::", "TE DotProductAttention, FlashAttention backend")
-TE_FUSED = _entry("fused", rf"FusedAttnFunc|{CUDNN_SDPA_KERNEL}",
+TE_FLASH = _entry("flash", r"flash_attn::_flash_attn_(varlen_)?forward|flash_attn_3::fwd",
+                  r"flash_attn::_flash_attn_(varlen_)?backward|flash_attn_3::bwd",
+                  "TE DotProductAttention, FlashAttention backend")
+TE_FUSED = _entry("fused", rf"^FusedAttnFunc$|{CUDNN_SDPA_FWD}", rf"^FusedAttnFuncBackward$|{CUDNN_SDPA_BWD}",
                   "TE DotProductAttention, FusedAttention (cuDNN) backend", proven=True)
-TE_UNFUSED = _entry("unfused", "", "TE DotProductAttention, UnfusedDotProductAttention (PyTorch ops)",
+TE_UNFUSED = _entry("unfused", "", "", "TE DotProductAttention, UnfusedDotProductAttention (PyTorch ops)",
                     proven=True)

@@ -12,7 +12,16 @@ import functools
 
 import torch
 
-from .registry import CUTLASS_FMHA_KERNEL, AttnImpl, AttnShape, import_reason, needs_cuda, neighborhood_mask, register
+from .registry import (
+    CUTLASS_FMHA_BWD,
+    CUTLASS_FMHA_FWD,
+    AttnImpl,
+    AttnShape,
+    import_reason,
+    needs_cuda,
+    neighborhood_mask,
+    register,
+)
 
 INSTALL = "pip install 'attn-bench[xformers]'"
 CLASH_HINT = ("; flash-attn-4 makes `flash_attn` a namespace package without flash-attn 2's "
@@ -77,20 +86,20 @@ def _make_factory(op_name: str):
     return factory
 
 
-def _entry(impl_id, op_name, variants, kernel, description):
+def _entry(impl_id, op_name, variants, kernel_fwd, kernel_bwd, description):
     return register(AttnImpl(
         id=impl_id, library="xformers", layout="bshd", variants=variants, backward=True,
-        compile=True, kernel=kernel, probe=functools.partial(_probe, op_name),
+        compile=True, kernel_fwd=kernel_fwd, kernel_bwd=kernel_bwd, probe=functools.partial(_probe, op_name),
         factory=_make_factory(op_name), description=description, install=INSTALL,
     ))
 
 
-XFORMERS_CUTLASS_KERNEL = CUTLASS_FMHA_KERNEL
-XFORMERS_FLASH_KERNEL = r"xformers_flash::flash_(fwd|bwd)"
+XFORMERS_FLASH_FWD = r"xformers_flash::flash_fwd"
+XFORMERS_FLASH_BWD = r"xformers_flash::flash_bwd"
 XFORMERS = _entry("xformers", "auto", ("plain", "neighborhood"),
-                  f"{XFORMERS_CUTLASS_KERNEL}|{XFORMERS_FLASH_KERNEL}",
+                  f"{CUTLASS_FMHA_FWD}|{XFORMERS_FLASH_FWD}", f"{CUTLASS_FMHA_BWD}|{XFORMERS_FLASH_BWD}",
                   "xFormers memory_efficient_attention, operator chosen by xFormers")
 XFORMERS_CUTLASS = _entry("xformers_cutlass", "cutlass", ("plain", "neighborhood"),
-                          XFORMERS_CUTLASS_KERNEL, "xFormers cutlass operator (fmha.cutlass)")
-XFORMERS_FLASH = _entry("xformers_flash", "flash", ("plain",), XFORMERS_FLASH_KERNEL,
+                          CUTLASS_FMHA_FWD, CUTLASS_FMHA_BWD, "xFormers cutlass operator (fmha.cutlass)")
+XFORMERS_FLASH = _entry("xformers_flash", "flash", ("plain",), XFORMERS_FLASH_FWD, XFORMERS_FLASH_BWD,
                         "xFormers flash operator (fmha.flash: flash-attn 2 or PyTorch's FA2)")

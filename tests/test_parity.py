@@ -1,23 +1,25 @@
 """Parity on its own (`pytest -m parity`): attention kernels and whole-model training steps."""
 import pytest
 
-from attn_bench.harness import CellSkip
+from attn_bench.harness import Cell, CellSkip
 from attn_impls import Unsupported, get_impl
 
 pytestmark = pytest.mark.parity
 
 
-def test_attention_parity(suite, impl, variant, seq_len):
+def test_attention_parity(suite, impl, variant, seq_len, mode):
     try:
-        cell = suite.cell(impl, variant, seq_len, "eager")
+        cell = suite.cell(impl, variant, seq_len, mode)
     except CellSkip as skip:
-        if suite.device == "cpu" and "no backward pass on CPU" in str(skip):
-            cell = None  # forward parity still runs below
+        entry = get_impl(impl)
+        if suite.device == "cpu" and not entry.cpu_backward and not entry.unsupported_reason(
+                variant, "cpu", backward=False):
+            cell = Cell(entry, variant, seq_len, mode)  # forward parity still runs
         else:
             pytest.skip(str(skip))
-    entry = cell.impl if cell else get_impl(impl)
     try:
-        report = suite.attention_parity(entry, variant, seq_len)
+        attention = cell.impl.factory(variant, suite.shape(seq_len))
+        report = suite.attention_parity(cell, attention)
     except Unsupported as e:
         pytest.skip(str(e))
     assert report.ok, report.summary()
@@ -29,7 +31,7 @@ def test_model_parity(suite, impl, variant, seq_len, mode):
     except CellSkip as skip:
         pytest.skip(str(skip))
     try:
-        report = suite.model_parity(cell, suite.new_step(cell))
+        report = suite.model_parity(cell, cell.impl.factory(variant, suite.shape(seq_len)))
     except Unsupported as e:
         pytest.skip(str(e))
     assert report.ok, report.summary()

@@ -1,5 +1,7 @@
 """Tests of the suite itself: registry, kernel classification, bad input, skip reasons."""
+import dataclasses
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -7,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from attn_bench.harness import CellFailure, Suite
-from attn_bench.kernels import check_kernels
+from attn_bench.harness import Cell, CellFailure, Suite
+from attn_bench.kernels import check_kernels, profiled_names
 from attn_impls import REGISTRY, VARIANTS, AttnImpl, get_impl, neighborhood_mask
 from attn_impls.sdpa import SDPA_MATH
 
@@ -51,10 +53,10 @@ def test_unknown_names_raise_with_the_valid_names():
 def test_entries_validate_their_data():
     with pytest.raises(ValueError, match="layout"):
         AttnImpl(id="x", library="torch", layout="sbhd", variants=("plain",), backward=True,
-                 compile=True, kernel="", probe=lambda d: "", factory=lambda v, s: None)
+                 compile=True, kernel_fwd="", kernel_bwd="", probe=lambda d: "", factory=lambda v, s: None)
     with pytest.raises(ValueError, match="unknown variants"):
         AttnImpl(id="x", library="torch", layout="bhsd", variants=("causal",), backward=True,
-                 compile=True, kernel="", probe=lambda d: "", factory=lambda v, s: None)
+                 compile=True, kernel_fwd="", kernel_bwd="", probe=lambda d: "", factory=lambda v, s: None)
 
 
 def test_neighborhood_mask_is_the_5_radius_window_on_the_grid():
@@ -66,38 +68,126 @@ def test_neighborhood_mask_is_the_5_radius_window_on_the_grid():
     assert not mask[0, 5] and mask[0, 4] and not mask[0, 5 * 14] and mask[0, 4 * 14]
 
 
+BACKWARD_NAME = re.compile(r"(?i)backward|bwd|bprop")  # independent of the registry's patterns
+FUSED_IN_FIXTURE = sorted(i for i in H200_NAMES if REGISTRY[i].kernel_fwd)
+
+
 @pytest.mark.parametrize("impl_id", sorted(H200_NAMES))
 def test_names_profiled_on_the_h200_classify_as_their_own_kernel(impl_id):
-    check = check_kernels(REGISTRY[impl_id], set(H200_NAMES[impl_id]))
-    assert check.ok, check.explain()
-    assert not check.foreign, check.explain()
+    impl = REGISTRY[impl_id]
+    check = check_kernels(impl, set(H200_NAMES[impl_id]))
+    assert check.ok and not check.foreign, check.explain()
+    if impl.kernel_fwd:
+        assert check.own_fwd and check.own_bwd, check.explain()
+        assert not set(check.own_fwd) & set(check.own_bwd), "a name counted as both forward and backward"
+        assert not any(BACKWARD_NAME.search(n) for n in check.own_fwd), check.explain()
+
+
+@pytest.mark.parametrize("impl_id", FUSED_IN_FIXTURE)
+def test_a_forward_without_its_backward_fails_naming_the_backward(impl_id):
+    """Fused forward, unfused backward (e.g. math): no backward name of its own."""
+    forward_only = {n for n in H200_NAMES[impl_id] if not BACKWARD_NAME.search(n)}
+    check = check_kernels(REGISTRY[impl_id], forward_only)
+    assert not check.ok and check.own_fwd, check.explain()
+    assert [p for p in check.problems if p.startswith("backward: no backward kernel")], check.explain()
+    assert not [p for p in check.problems if p.startswith("forward")], check.explain()
+    assert check_kernels(REGISTRY[impl_id], forward_only, backward=False).ok
+
+
+@pytest.mark.parametrize("impl_id", sorted(set(H200_NAMES) - {"sdpa_cudnn"}) + ["sdpa_cudnn"])
+def test_another_implementations_backward_fails_as_foreign(impl_id):
+    """Own forward with another library's backward (e.g. cuDNN forward, cutlass backward)."""
+    other = "sdpa_efficient" if impl_id == "sdpa_cudnn" else "sdpa_cudnn"
+    names = ({n for n in H200_NAMES[impl_id] if not BACKWARD_NAME.search(n)}
+             | {n for n in H200_NAMES[other] if BACKWARD_NAME.search(n)})
+    check = check_kernels(REGISTRY[impl_id], names)
+    assert other in check.foreign_ids and check.foreign_bwd and not check.foreign_fwd, check.explain()
+    if REGISTRY[impl_id].compiler_may_rewrite:
+        assert check.ok and check.label.startswith(f"rewritten to {other}"), check.explain()
+    else:
+        assert not check.ok, check.explain()
+        assert [p for p in check.problems if p.startswith("backward: other implementations'")], check.explain()
 
 
 def test_a_fallback_to_another_kernel_fails_the_check():
-    # sdpa_cudnn's names where flash's kernels ran instead: a silent fallback.
+    # sdpa_cudnn's names where flash's kernels ran instead: a silent fallback, both directions.
     check = check_kernels(REGISTRY["sdpa_cudnn"], set(H200_NAMES["sdpa_flash"]))
     assert not check.ok and "expected a name matching" in check.explain()
-    # sdpa_math must not run any fused kernel.
+    assert {p.split(":")[0] for p in check.problems} == {"forward", "backward"}, check.explain()
+    # sdpa_math must not run any fused kernel, in either direction.
     check = check_kernels(REGISTRY["sdpa_math"], set(H200_NAMES["sdpa_efficient"]))
     assert not check.ok and "sdpa_efficient" in check.foreign_ids
+    assert check.foreign_fwd and check.foreign_bwd, check.explain()
 
 
 def test_native_rewritten_by_the_compiler_is_reported_not_hidden():
     check = check_kernels(REGISTRY["native"], set(H200_NAMES["sdpa_efficient"]))
     assert check.ok and check.label.startswith("rewritten to ")
+    assert check.as_dict()["foreign_kernel_names"] == list(check.foreign) != []
+
+
+def test_kernel_check_gives_a_result_its_label_and_names_per_direction():
+    check = check_kernels(REGISTRY["sdpa_cudnn"], set(H200_NAMES["sdpa_cudnn"]), variant="plain")
+    record = check.as_dict()
+    assert record["kernel"] == check.label == "aten::_scaled_dot_product_cudnn_attention"
+    assert "aten::_scaled_dot_product_cudnn_attention" in record["kernel_fwd_names"]
+    assert "aten::_scaled_dot_product_cudnn_attention_backward" in record["kernel_bwd_names"]
+    assert any("flash_bprop" in n for n in record["kernel_bwd_names"])
+    assert record["kernel_variant_proof"] == "not distinguishable by name"
+    json.dumps(record)
+
+
+def test_a_variant_requirement_must_be_met_by_a_name():
+    """kernel_variants, on an entry given one. No registered entry has one: on the H200 no
+    variant changed an attention kernel's name (results/h200: fa4 softcap = plain, flex and
+    cuDNN neighborhood = plain; TE's masked softmax shows only at seq 3136)."""
+    impl = dataclasses.replace(REGISTRY["flex"], kernel_variants={"softcap": r"tanh"})
+    names = set(H200_NAMES["flex"])
+    check = check_kernels(impl, names, variant="softcap")
+    assert check.problems == ("variant softcap: no name matches /tanh/",), check.explain()
+    check = check_kernels(impl, names | {"triton_tem_fused_flex_attention_tanh_7"}, variant="softcap")
+    assert check.ok and check.variant_names == ("triton_tem_fused_flex_attention_tanh_7",), check.explain()
+    plain = check_kernels(impl, names, variant="plain")
+    assert plain.ok and plain.variant_proof == "not distinguishable by name"
+    with pytest.raises(ValueError, match="kernel_variants"):
+        dataclasses.replace(REGISTRY["sdpa_flash"], kernel_variants={"softcap": "tanh"})
+
+
+@pytest.mark.parametrize("impl_id", ["sdpa_flash", "sdpa_math"])
+def test_a_cpu_training_step_shows_forward_and_backward_names(impl_id):
+    """The split end to end on CPU: profiled names of a real training step."""
+    suite = Suite(profile="smoke", device="cpu", rounds=1, warmup=0)
+    cell = suite.cell(impl_id, "plain", 196, "eager")
+    step = suite.new_step(cell)
+    names = profiled_names(step, "cpu")
+    assert "autograd::engine::evaluate_function: MmBackward0" in names  # the step ran a backward
+    check = check_kernels(cell.impl, names, variant="plain")
+    assert check.ok, check.explain()
+    if impl_id == "sdpa_flash":
+        assert check.own_fwd == ("aten::_scaled_dot_product_flash_attention_for_cpu",)
+        assert check.own_bwd == ("aten::_scaled_dot_product_flash_attention_for_cpu_backward",)
+        # The same step judged as sdpa_math: a fused kernel ran in both directions.
+        as_math = check_kernels(REGISTRY["sdpa_math"], names)
+        assert as_math.foreign_fwd and as_math.foreign_bwd and not as_math.ok, as_math.explain()
+    else:
+        assert "aten::_scaled_dot_product_attention_math" in names and "SafeSoftmaxBackward0" in names
+        assert not check.own and not check.foreign
+        # The same step judged as sdpa_flash: neither direction ran flash.
+        as_flash = check_kernels(REGISTRY["sdpa_flash"], names)
+        assert [p.split(":")[0] for p in as_flash.problems] == ["forward", "backward"], as_flash.explain()
 
 
 def test_model_parity_catches_a_layout_mixup():
     """A bhsd kernel declared as bshd sees a scrambled q/k/v; the model check must fail."""
     wrong = AttnImpl(id="native", library="torch", layout="bshd", variants=VARIANTS,
-                     backward=True, compile=True, kernel="", probe=lambda d: "",
+                     backward=True, compile=True, kernel_fwd="", kernel_bwd="", probe=lambda d: "",
                      factory=SDPA_MATH.factory)
     suite = Suite(profile="smoke", device="cpu", rounds=1, warmup=0)
     cell = suite.cell("sdpa_math", "plain", 196, "eager")
-    good = suite.model_parity(cell, suite.new_step(cell))
+    good = suite.model_parity(cell, cell.impl.factory("plain", suite.shape(196)))
     assert good.ok, good.summary()
     bad_cell = type(cell)(wrong, "plain", 196, "eager")
-    bad = suite.model_parity(bad_cell, suite.new_step(bad_cell))
+    bad = suite.model_parity(bad_cell, wrong.factory("plain", suite.shape(196)))
     assert not bad.ok
     assert "FAIL" in bad.summary()
 
@@ -133,11 +223,12 @@ def test_nan_output_fails_parity_naming_the_tensor():
         return attention
 
     broken = AttnImpl(id="broken", library="torch", layout="bhsd", variants=VARIANTS, backward=True,
-                      compile=True, kernel="", probe=lambda d: "", factory=nan_factory)
+                      compile=True, kernel_fwd="", kernel_bwd="", probe=lambda d: "", factory=nan_factory)
     suite = Suite(profile="smoke", device="cpu", rounds=1, warmup=0)
-    report = suite.attention_parity(broken, "plain", 196)
+    cell = Cell(broken, "plain", 196, "eager")
+    report = suite.attention_parity(cell, broken.factory("plain", suite.shape(196)))
     assert not report.ok
-    assert "out: max inf" in report.summary() and "NON-FINITE" in report.summary()
+    assert "max abs inf" in report.summary() and "NON-FINITE" in report.summary()
 
 
 def test_out_of_memory_fails_only_the_cell_with_a_clear_message(monkeypatch):
@@ -169,11 +260,11 @@ def test_flash_adapters_follow_the_documented_api(monkeypatch, returns_lse):
     monkeypatch.setitem(sys.modules, "stand_in_flash", type(sys)("stand_in_flash"))
     sys.modules["stand_in_flash"].flash_attn_func = flash_attn_func
     impl = AttnImpl(id="fa_stand_in", library="torch", layout="bshd", variants=("plain", "softcap"),
-                    backward=True, compile=True, kernel="", probe=lambda d: "",
+                    backward=True, compile=True, kernel_fwd="", kernel_bwd="", probe=lambda d: "",
                     factory=_factory("stand_in_flash", outside_graph=True))
     suite = Suite(profile="smoke", device="cpu", rounds=1, warmup=0)
     for variant in ("plain", "softcap"):
-        report = suite.attention_parity(impl, variant, 196)
+        report = suite.attention_parity(Cell(impl, variant, 196, "eager"), impl.factory(variant, suite.shape(196)))
         assert report.ok, report.summary()
 
 
@@ -231,7 +322,8 @@ def test_te_adapter_layout_and_refusal_reasons(monkeypatch):
     seen = []
     _stand_in_transformer_engine(monkeypatch, seen)
     suite = Suite(profile="smoke", device="cpu", rounds=1, warmup=0)
-    report = suite.attention_parity(te.TE_FUSED, "plain", 196)
+    cell = Cell(te.TE_FUSED, "plain", 196, "eager")
+    report = suite.attention_parity(cell, te.TE_FUSED.factory("plain", suite.shape(196)))
     assert report.ok, report.summary()
 
     shape = AttnShape(2, 64, 196, "cpu")

@@ -1,11 +1,13 @@
-"""Reports from a real smoke-profile run: end-of-run tables, markdown, chart, merging."""
+"""Reports: unit tests on hand-made runs, then a real smoke-profile run (end-of-run tables, markdown, chart)."""
 import json
+import re
 from types import SimpleNamespace
 
 import pytest
 from benchruns import run_module, run_suite
 
 from attn_bench import report
+from attn_bench.runs import short_name
 
 pytestmark = pytest.mark.suite
 
@@ -27,10 +29,23 @@ def _bench(run, impl, variant):
     return next(b for b in run["benchmarks"] if b["params"]["impl"] == impl and b["params"]["variant"] == variant)
 
 
+def _md_row(text, prefix):
+    """The markdown table row starting with `prefix`, as {header: cell} of its table."""
+    lines = text.splitlines()
+    i = next(i for i, line in enumerate(lines) if line.startswith(prefix))
+    header = next(lines[j] for j in range(i, -1, -1) if lines[j].startswith("| implementation |"))
+
+    def split(line):
+        return [c.strip() for c in line.strip().strip("|").split("|")]
+    return dict(zip(split(header), split(lines[i])))
+
+
 def test_end_of_run_tables(smoke):
     out = smoke.stdout
     assert "attention benchmark report" in out
-    assert "seq_len 196, eager (cpu)" in out and "speedup vs native eager" in out
+    assert "seq_len 196, eager (cpu)" in out and "speedup vs native/<variant> eager" in out
+    assert re.search(r"^native +plain +this run +\d", out, re.M)
+    assert "Runs (the run column):" in out and "this run: " in out and "profile smoke" in out
     assert "Skipped cells (1):" in out
     assert "test_train_step[sdpa_math-softcap-196-eager]: sdpa_math cannot express variant 'softcap'" in out
 
@@ -41,14 +56,15 @@ def test_markdown_and_chart(smoke):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     text = md.read_text()
     assert "### seq_len 196, eager (cpu)" in text
-    assert "| implementation | variant | median ms | speedup vs native eager | peak GiB | TFLOP/s | kernel |" in text
+    assert "| implementation | variant | run | median ms | speedup vs native/<variant> eager |" in text
     native, sdpa = _bench(smoke.run, "native", "plain"), _bench(smoke.run, "sdpa_math", "plain")
     speedup = native["stats"]["median"] / sdpa["stats"]["median"]
-    sdpa_row = next(line for line in text.splitlines() if line.startswith("| sdpa_math | plain |"))
-    cells = [c.strip() for c in sdpa_row.strip("|").split("|")]
-    assert cells[3] == f"{speedup:.2f}x"
-    assert cells[4] == "n/a"  # no peak memory on CPU
-    assert cells[6] == sdpa["extra_info"]["kernel"]
+    row = _md_row(text, "| sdpa_math | plain |")
+    assert row["run"] == "r1"
+    assert row["speedup vs native/<variant> eager"] == f"{speedup:.2f}x"
+    assert row["peak GiB"] == "n/a"  # no peak memory on CPU
+    assert row["kernel"] == sdpa["extra_info"]["kernel"]
+    assert f"- r1: {smoke.path}, " in text
     assert "| native | plain |" in text and "| 1.00x |" in text
     assert "`test_train_step[sdpa_math-softcap-196-eager]`: sdpa_math cannot express" in text
     assert png.read_bytes().startswith(PNG_SIGNATURE)
@@ -63,7 +79,10 @@ def test_later_file_wins_and_missing_reference_is_na(smoke):
     assert merged.skipped[native["fullname"]] == "gone in the later run"
     assert native["fullname"] not in merged.ran
     rows = report.tables(merged)[(196, "eager")]
-    assert {r.speedup for r in rows} == {None}
+    assert [r.speedup_eager for r in rows if r.variant == "plain"] == [None]  # sdpa_math: no native/plain
+    assert _row(rows, "native", "softcap").speedup_eager == 1.0  # its own variant's reference still ran
+    assert merged.source[native["fullname"]] == "r2"
+    assert f"{short_name(native['fullname'])} (r2): gone in the later run" in report.text_report(merged)
     assert "| sdpa_math | plain |" in report.markdown_report(merged)
     assert "n/a" in report.text_report(merged)
 
@@ -77,3 +96,168 @@ def test_bad_input(smoke, tmp_path):
     other["machine_info"]["gpu"]["gpu"] = "NVIDIA H200"
     with pytest.raises(ValueError, match="different GPU models"):
         report.merge([smoke.run, other])
+
+
+# --- unit tests on hand-made runs (no subprocess) ---------------------------------------------
+
+TEST_ID = "tests/test_train_step.py::test_train_step[{}-{}-{}-{}]"
+
+
+def _cell(impl, variant, seq_len, mode, median_ms, **extra):
+    return {"fullname": TEST_ID.format(impl, variant, seq_len, mode), "stats": {"median": median_ms / 1e3},
+            "extra_info": {"kernel": f"{impl} kernel", **extra}}
+
+
+def _made_run(*cells, profile="full", gpu="NVIDIA H200", when="2026-11-30T06:24:49.157532+00:00",
+              commit="824a0b5cf9e9f977c06d7a42e97f87dddfc9ee46", dirty=False, skipped=()):
+    return {"machine_info": {"gpu": {"gpu": gpu}}, "datetime": when,
+            "commit_info": {"id": commit, "dirty": dirty}, "benchmarks": list(cells),
+            "attn_suite": {"profile": profile, "skipped": list(skipped), "failed": []}}
+
+
+def _row(rows, impl, variant):
+    return next(r for r in rows if (r.impl, r.variant) == (impl, variant))
+
+
+def test_speedup_is_over_native_of_the_same_variant():
+    merged = report.merge([_made_run(
+        _cell("native", "plain", 196, "eager", 200.0),
+        _cell("native", "neighborhood", 196, "eager", 300.0),
+        _cell("sdpa_cudnn", "neighborhood", 196, "eager", 200.0),
+        _cell("flex", "softcap", 196, "eager", 100.0),  # no native/softcap: n/a
+        _cell("native", "neighborhood", 196, "compiled", 250.0),
+        _cell("sdpa_cudnn", "neighborhood", 196, "compiled", 125.0),
+    )])
+    eager, compiled = report.tables(merged)[(196, "eager")], report.tables(merged)[(196, "compiled")]
+    cudnn = _row(eager, "sdpa_cudnn", "neighborhood")
+    assert cudnn.speedup_eager == pytest.approx(1.5)  # 300 / 200, not native/plain's 200 / 200
+    assert _row(eager, "flex", "softcap").speedup_eager is None
+    cudnn_c = _row(compiled, "sdpa_cudnn", "neighborhood")
+    assert cudnn_c.speedup_eager == pytest.approx(2.4) and cudnn_c.speedup_mode == pytest.approx(2.0)
+    md = report.markdown_report(merged)
+    eager_col = "speedup vs native/<variant> eager"
+    assert _md_row(md, "| sdpa_cudnn | neighborhood | this run | 200.00 |")[eager_col] == "1.50x"
+    assert _md_row(md, "| flex | softcap |")[eager_col] == "n/a"
+    compiled_row = _md_row(md, "| sdpa_cudnn | neighborhood | this run | 125.00 |")
+    assert compiled_row[eager_col] == "2.40x"
+    assert compiled_row["speedup vs native/<variant> compiled"] == "2.00x"
+    eager_header = md.splitlines()[2]
+    assert "compiled" not in eager_header  # the eager table has one speedup column
+    bars = dict(report.speedups(merged)[(196, "eager")])  # the chart: no bar without a reference
+    assert bars == {"sdpa_cudnn/neighborhood": pytest.approx(1.5), "native/plain": 1.0, "native/neighborhood": 1.0}
+    assert "<same variant>" in report.CHART_XLABEL
+
+
+def test_study_comparisons():
+    merged = report.merge([_made_run(
+        _cell("native", "softcap", 196, "eager", 240.0),
+        _cell("flex", "softcap", 196, "eager", 200.0),
+        _cell("flex", "neighborhood", 196, "eager", 150.0),
+        _cell("sdpa_cudnn", "neighborhood", 196, "eager", 120.0),
+        _cell("sdpa_math", "neighborhood", 196, "eager", 300.0),
+        _cell("native", "neighborhood", 196, "eager", 450.0),  # not a study pair for neighborhood
+        _cell("sdpa_cudnn", "plain", 196, "eager", 100.0),     # other variant: not compared to flex/neighborhood
+        _cell("flex", "plain", 196, "eager", 100.0),
+        _cell("native", "plain", 196, "eager", 150.0),
+        _cell("flex", "plain", 3136, "compiled", 40.0),
+        _cell("sdpa_flash", "plain", 3136, "compiled", 40.1),
+        _cell("native", "plain", 3136, "eager", 80.0),  # other mode: not compared to compiled flex
+    )])
+    found = report.study_comparisons(merged)
+    assert set(found) == {(196, "eager"), (3136, "compiled")}
+    sentences = [c.sentence() for c in found[(196, "eager")]]
+    assert sentences == [
+        "flex/softcap is 1.20x faster than native/softcap (soft-capping via score_mod vs hand-written)",
+        "flex/neighborhood is 1.25x slower than sdpa_cudnn/neighborhood (block_mask vs sdpa with a dense mask)",
+        "flex/neighborhood is 2.00x faster than sdpa_math/neighborhood (block_mask vs sdpa with a dense mask)",
+        "flex/plain is 1.50x faster than native/plain (FlexAttention vs hand-written attention)",
+        "flex/plain is as fast as sdpa_cudnn/plain (within 0.5 %) (FlexAttention vs an sdpa backend)",
+    ]
+    assert [c.baseline for c in found[(3136, "compiled")]] == ["sdpa_flash/plain"]
+    text = report.text_report(merged)
+    assert "The study's comparisons" in text and "seq_len 196, eager:\n  flex/softcap is 1.20x faster" in text
+    assert "### The study's comparisons" in report.markdown_report(merged)
+    # the pairs are data: another tuple gives other sentences
+    pairs = (("sdpa_cudnn", "neighborhood", "native", "dense mask vs hand-written mask"),)
+    [only] = report.study_comparisons(merged, pairs)[(196, "eager")]
+    assert only.sentence() == ("sdpa_cudnn/neighborhood is 3.75x faster than native/neighborhood "
+                               "(dense mask vs hand-written mask)")
+
+
+def test_study_section_absent_without_pairs():
+    merged = report.merge([_made_run(_cell("native", "plain", 196, "eager", 200.0))])
+    assert report.study_comparisons(merged) == {}
+    assert "study's comparisons" not in report.text_report(merged)
+
+
+def test_rows_name_their_run_and_the_legend_gives_date_and_commit():
+    first = _made_run(_cell("native", "plain", 196, "eager", 200.0), _cell("flex", "plain", 196, "eager", 150.0),
+                      skipped=[{"test": TEST_ID.format("fa4", "plain", 196, "eager"), "reason": "no fa4"}])
+    second = _made_run(_cell("flex", "plain", 196, "eager", 140.0), _cell("fa4", "plain", 196, "eager", 100.0),
+                       when="2026-12-01T10:00:00.5+00:00", commit="abcdef0123456789", dirty=True)
+    merged = report.merge([first, second], names=["runs/a.json", "runs/b.json"])
+    rows = report.tables(merged)[(196, "eager")]
+    assert [(r.impl, r.run) for r in rows] == [("fa4", "r2"), ("flex", "r2"), ("native", "r1")]
+    assert not merged.skipped  # fa4 ran in the later run
+    text = report.text_report(merged)
+    assert re.search(r"^flex +plain +r2 +140\.00 ", text, re.M)
+    assert ("  r1: runs/a.json, 2026-11-30T06:24:49+00:00, commit 824a0b5cf9, NVIDIA H200, profile full"
+            in text.splitlines())
+    assert ("  r2: runs/b.json, 2026-12-01T10:00:00+00:00, commit abcdef0123 (dirty), NVIDIA H200, profile full"
+            in text.splitlines())
+    assert text.index("Runs (the run column):") > text.index("native")  # under the tables
+    md = report.markdown_report(merged)
+    assert _md_row(md, "| native | plain |")["run"] == "r1"
+    assert "- r2: runs/b.json, 2026-12-01T10:00:00+00:00, commit abcdef0123 (dirty)," in md
+
+
+def test_single_run_is_labelled_this_run():
+    merged = report.merge([_made_run(_cell("native", "plain", 196, "eager", 200.0))])
+    assert [r.run for r in report.tables(merged)[(196, "eager")]] == ["this run"]
+    assert "  this run: run 1, 2026-11-30T06:24:49+00:00, commit 824a0b5cf9," in report.text_report(merged)
+
+
+def test_vs_study_column():
+    merged = report.merge([_made_run(
+        _cell("native", "plain", 196, "eager", 105.0, study_median_ms=100.0),
+        _cell("flex", "plain", 196, "eager", 90.0, study_median_ms=100.0),
+        _cell("fa4", "plain", 196, "eager", 80.0),
+        _cell("native", "plain", 3136, "eager", 50.0),
+    )])
+    md = report.markdown_report(merged)
+    assert _md_row(md, "| native | plain | this run | 105.00 |")["vs study"] == "+5.0%"
+    assert _md_row(md, "| flex | plain |")["vs study"] == "-10.0%"
+    assert _md_row(md, "| fa4 | plain |")["vs study"] == "n/a"
+    assert "vs study" not in _md_row(md, "| native | plain | this run | 50.00 |")  # no study cell at 3136
+
+
+def test_compile_seconds_with_cache_state_in_compiled_tables():
+    merged = report.merge([_made_run(
+        _cell("native", "plain", 196, "eager", 200.0, compile_s=0.0, compile_cache="cold"),
+        _cell("native", "plain", 196, "compiled", 150.0, compile_s=41.25, compile_cache="cold"),
+        _cell("flex", "plain", 196, "compiled", 120.0, compile_s=3.5, compile_cache="warm"),
+        _cell("fa4", "plain", 196, "compiled", 110.0, compile_s=2.0),
+        _cell("flex", "plain", 3136, "compiled", 40.0, compile_s=9.0),  # no cache state recorded
+    )])
+    md = report.markdown_report(merged)
+    assert _md_row(md, "| native | plain | this run | 150.00 |")["compile s (cache)"] == "41.2 (cold)"
+    assert _md_row(md, "| flex | plain | this run | 120.00 |")["compile s (cache)"] == "3.5 (warm)"
+    assert _md_row(md, "| fa4 | plain |")["compile s (cache)"] == "2.0 (cache n/a)"
+    assert "compile s (cache)" not in _md_row(md, "| native | plain | this run | 200.00 |")  # eager table
+    assert "compile s (cache)" not in _md_row(md, "| flex | plain | this run | 40.00 |")
+
+
+def test_refuses_runs_of_different_profiles_or_gpus():
+    full, smoke = _made_run(profile="full"), _made_run(profile="smoke")
+    with pytest.raises(ValueError, match=r"different profiles.*a\.json is 'full', b\.json is 'smoke'"):
+        report.merge([full, smoke], names=["a.json", "b.json"])
+    with pytest.raises(ValueError, match=r"different GPU models.*a\.json is 'NVIDIA H200', c\.json is 'cpu'"):
+        report.merge([full, full, _made_run(gpu="cpu")], names=["a.json", "b.json", "c.json"])
+    assert report.merge([full, _made_run(profile="full")]).gpu == "NVIDIA H200"
+
+
+def test_cli_refuses_mixed_profiles(tmp_path):
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(json.dumps(_made_run(_cell("native", "plain", 196, "eager", 200.0))))
+    b.write_text(json.dumps(_made_run(_cell("native", "plain", 196, "eager", 200.0), profile="smoke")))
+    assert report.main([str(a), str(b)]) == 2
