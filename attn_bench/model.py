@@ -82,8 +82,8 @@ class AttentionBlock(nn.Module):
         B, S, C = x_in.shape
         qkv_bs3hd = self.qkv(self.norm1(x_in)).reshape(B, S, 3, self.heads, C // self.heads)
         x = merge_heads(self.attention(*split_qkv(qkv_bs3hd, self.layout)), self.layout)
-        # bf16 + fp32, in this order, as the study has it: `x_in + proj(x)` costs eager
-        # steps an extra copy (see results/h200/README.md, "The study's step").
+        # In the study's order: `x = x_in + self.proj(x)` made eager H200 steps 3-13 % slower
+        # (results/h200/2026-12-01/README.md, "The study's step"; cause not isolated).
         x = self.proj(x) + x_in
         return x + self.mlp(self.norm2(x))
 
