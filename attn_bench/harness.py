@@ -29,14 +29,13 @@ from .model import (
 from .study import study_model, study_train_loop
 
 MODES = ("eager", "compiled")
-CHECK_STEPS = 3  # training steps compared with native/fp32 before timing
 # rounds, warm-up rounds per profile when the user gives none
 DEFAULT_ROUNDS = {"full": (10, 2), "smoke": (3, 1)}
+PARITY_DEPTH = 2  # blocks in the model-level parity check (see Suite.parity_config)
 # Training steps per timed round, synchronized once at the round's end: the study's loop
 # never synchronizes, so the device never idles between steps; one sync per step made the
-# suite 0.2-2.7 % slower than the study's code on the H200 (results/h200/study-step/).
+# suite 0.2-2.7 % slower than the study's code on the H200 (results/h200/2026-12-01/).
 # pytest-benchmark records the round's time divided by this (its `iterations`).
-PARITY_DEPTH = 2  # blocks in the model-level parity check (see Suite.parity_config)
 STEPS_PER_ROUND = {"full": 3, "smoke": 1}
 
 
@@ -145,20 +144,14 @@ class Suite:
         return report
 
     # --- building and running ---------------------------------------------------
-    def _new_step(self, impl: AttnImpl, variant: str, seq_len: int, mode: str,
-                  autocast: bool = True, attention: AttnFn | None = None) -> TrainStep:
-        cfg = self.config(seq_len)
-        if attention is None:
-            attention = impl.factory(variant, self.shape(seq_len))
-        model = build_model(cfg, attention, impl.layout, self.device)
-        if mode == "compiled":
+    def new_step(self, cell: Cell, attention: AttnFn) -> TrainStep:
+        """A fresh timed training step of `cell` (timm's init) with the cell's `attention`."""
+        cfg = self.config(cell.seq_len)
+        model = build_model(cfg, attention, cell.impl.layout, self.device)
+        if cell.mode == "compiled":
             compile_blocks(model)
         images, labels = synthetic_batch(cfg, self.device)
-        return TrainStep(model, images, labels, self.device, autocast=autocast)
-
-    def new_step(self, cell: Cell, attention: AttnFn | None = None) -> TrainStep:
-        """A fresh timed training step of `cell` (timm's init), using `attention` if given."""
-        return self._new_step(cell.impl, cell.variant, cell.seq_len, cell.mode, attention=attention)
+        return TrainStep(model, images, labels, self.device)
 
     def run_cell(self, cell: Cell, benchmark) -> dict:
         """Parity gate, kernel check, then time `cell` with pytest-benchmark.
@@ -312,16 +305,6 @@ def validate_choice(what: str, value, valid) -> None:
         raise ValueError(f"unknown {what} {value!r}; valid: {', '.join(map(str, valid))}")
 
 
-def bare_loop_median(step, rounds: int) -> float:
-    """Median seconds of `step` over `rounds` calls timed by a plain perf_counter loop."""
-    times = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def slowed_down(step, fraction: float, device: str):
     """Wrap `step` with extra real work worth `fraction` of its median time.
 
@@ -331,7 +314,7 @@ def slowed_down(step, fraction: float, device: str):
     the step cannot overlap it: on the H200, a spin placed before the step showed
     only +4 % to +7.5 % of a nominal +8 %.
     """
-    median = bare_loop_median(step, 3)
+    median = statistics.median(bare_round_ms(step, 1, 3)) / 1e3
     extra_s = fraction * median
     if device.startswith("cuda"):
         cycles = _spin_cycles_per_second(device) * extra_s

@@ -82,7 +82,7 @@ class AttentionBlock(nn.Module):
         B, S, C = x_in.shape
         qkv_bs3hd = self.qkv(self.norm1(x_in)).reshape(B, S, 3, self.heads, C // self.heads)
         x = merge_heads(self.attention(*split_qkv(qkv_bs3hd, self.layout)), self.layout)
-        # In the study's order: `x = x_in + self.proj(x)` made eager H200 steps 3-13 % slower
+        # In the study's order: `x = x_in + self.proj(x)` made eager H200 steps 2-14 % slower
         # (results/h200/2026-12-01/README.md, "The study's step"; cause not isolated).
         x = self.proj(x) + x_in
         return x + self.mlp(self.norm2(x))

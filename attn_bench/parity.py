@@ -186,15 +186,6 @@ def fp32_floor(ref: torch.Tensor) -> float:
 
 # --- attention level ----------------------------------------------------------------
 
-def grid_mask(seq_len: int, radius: int, device) -> torch.Tensor:
-    """The neighborhood mask with another radius (|Δrow| < radius and |Δcol| < radius)."""
-    side = AttnShape(1, 1, seq_len, "cpu").grid
-    idx = torch.arange(seq_len, device=device)
-    row, col = idx // side, idx % side
-    return (((row[:, None] - row[None, :]).abs() < radius)
-            & ((col[:, None] - col[None, :]).abs() < radius))
-
-
 def math_attention(q, k, v, *, scale_factor: float = 1.0, softcap: float | None = None,
                    mask: torch.Tensor | None = None) -> torch.Tensor:
     """softmax(softcap(q·kᵀ·scale))·v on bhsd tensors with every knob exposed (for controls)."""
@@ -217,7 +208,7 @@ def control_attentions(variant: str, seq_len: int, device) -> dict[str, AttnFn]:
     if variant == "softcap":
         controls["softcap 20"] = lambda q, k, v: math_attention(q, k, v, softcap=20.0)
     if variant == "neighborhood":
-        radius_mask = grid_mask(seq_len, NEIGHBORHOOD_RADIUS - 1, device)
+        radius_mask = neighborhood_mask(seq_len, device, radius=NEIGHBORHOOD_RADIUS - 1)
         controls[f"radius {NEIGHBORHOOD_RADIUS - 1}"] = lambda q, k, v: math_attention(q, k, v, mask=radius_mask)
     return controls
 

@@ -184,17 +184,18 @@ def import_reason(module: str, install: str) -> str:
     return ""
 
 
-def neighborhood_mask(seq_len: int, device: str | torch.device) -> torch.Tensor:
+def neighborhood_mask(seq_len: int, device: str | torch.device, radius: int = NEIGHBORHOOD_RADIUS) -> torch.Tensor:
     """(S, S) bool mask, True where query token i may attend to key token j.
 
     Tokens are patches in row-major order on a square grid; i sees j when both
-    |Δrow| and |Δcol| are below NEIGHBORHOOD_RADIUS.
+    |Δrow| and |Δcol| are below `radius` (the variant's NEIGHBORHOOD_RADIUS; parity's
+    negative control uses a smaller one).
     """
     side = AttnShape(1, 1, seq_len, "cpu").grid
     idx = torch.arange(seq_len, device=device)
     row, col = idx // side, idx % side
-    near_row = (row[:, None] - row[None, :]).abs() < NEIGHBORHOOD_RADIUS
-    near_col = (col[:, None] - col[None, :]).abs() < NEIGHBORHOOD_RADIUS
+    near_row = (row[:, None] - row[None, :]).abs() < radius
+    near_col = (col[:, None] - col[None, :]).abs() < radius
     return near_row & near_col
 
 

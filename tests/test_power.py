@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from attn_bench.harness import Cell, Suite
-from attn_bench.parity import grid_mask
 from attn_impls import REGISTRY
 from attn_impls.native import attention_math
 from attn_impls.registry import NEIGHBORHOOD_RADIUS, VARIANTS, neighborhood_mask
@@ -36,7 +35,7 @@ def _softcap_20(q, k, v, variant, mask, shape):
 
 
 def _radius_4(q, k, v, variant, mask, shape):
-    return attention_math(q, k, v, variant, grid_mask(shape.seq_len, NEIGHBORHOOD_RADIUS - 1, q.device))
+    return attention_math(q, k, v, variant, neighborhood_mask(shape.seq_len, q.device, radius=NEIGHBORHOOD_RADIUS - 1))
 
 
 # name: (variants it is tested on, layout it declares, factory)

@@ -158,7 +158,7 @@ def test_a_cpu_training_step_shows_forward_and_backward_names(impl_id):
     """The split end to end on CPU: profiled names of a real training step."""
     suite = Suite(profile="smoke", device="cpu", rounds=1, warmup=0)
     cell = suite.cell(impl_id, "plain", 196, "eager")
-    step = suite.new_step(cell)
+    step = suite.new_step(cell, cell.impl.factory("plain", suite.shape(196)))
     names = profiled_names(step, "cpu")
     assert "autograd::engine::evaluate_function: MmBackward0" in names  # the step ran a backward
     check = check_kernels(cell.impl, names, variant="plain")
