@@ -4,7 +4,10 @@ Layout: bshd (batch, seq, heads, head_dim) for all three. softcap uses each
 library's own `softcap=` argument. No masks: neighborhood is not expressible.
 
 - FA2 registers custom ops, so it compiles without graph breaks.
-- FA3 returns `out` or `(out, lse)` depending on the release: both are handled.
+- FA3 registers the custom ops `flash_attn_3::fwd`/`bwd` (kernels
+  `cutlass::device_kernel<flash::FlashAttn{Fwd,Bwd}Sm90<...>>`), so torch.compile
+  traces it; each cell records its `graph_breaks`. It returns `out` or `(out, lse)`
+  depending on the release: both are handled.
 - FA4 is JIT-compiled CuTe DSL and registers no custom op; under torch.compile
   it runs outside the graph (`torch.compiler.disable`), with a graph break around
   it (`graph_breaks` = 1 per compiled fa4/plain cell in results/h200/g-same-*.json).
@@ -19,7 +22,23 @@ import importlib.util
 
 import torch
 
-from .registry import SOFTCAP, AttnImpl, AttnShape, import_reason, needs_sm, register
+from .registry import (
+    FA2_BWD,
+    FA2_FWD,
+    FA3_BWD,
+    FA3_FWD,
+    FA4_BWD,
+    FA4_FWD,
+    SOFTCAP,
+    AttnImpl,
+    AttnShape,
+    import_reason,
+    needs_sm,
+    register,
+)
+
+NO_MASK = ("{name}'s flash_attn_func takes no mask, only `causal` and a 1-D `window_size` over the "
+           "token sequence, which cannot express a 2-D window on the patch grid")
 
 
 def _factory(module: str, outside_graph: bool = False):
@@ -56,29 +75,28 @@ def _fa2_probe(device: str) -> str:
 
 FA2 = register(AttnImpl(
     id="fa2", library="flash-attn", layout="bshd", variants=("plain", "softcap"),
-    backward=True, compile=True, kernel_fwd=r"flash_attn::_flash_attn_forward",
-    kernel_bwd=r"flash_attn::_flash_attn_backward",
+    backward=True, compile=True, kernel_fwd=FA2_FWD, kernel_bwd=FA2_BWD,
     probe=_fa2_probe, factory=_factory("flash_attn"),
     description="flash-attn 2 flash_attn_func", install=FA2_INSTALL,
-    proven_on_hardware=False,
+    proven_on_hardware=False, variant_limits={"neighborhood": NO_MASK.format(name="flash-attn 2")},
 ))
 
 
 # --- FA3 -------------------------------------------------------------------------
+FA3_INSTALL = "build it from the flash-attention repo: cd hopper && python setup.py install"
+
+
 @functools.cache
 def _fa3_probe(device: str) -> str:
-    return needs_sm(device, 9, 9) or import_reason(
-        "flash_attn_interface", "build FlashAttention-3 from the flash-attention repo's hopper/ folder")
+    return needs_sm(device, 9, 9) or import_reason("flash_attn_interface", FA3_INSTALL)
 
 
 FA3 = register(AttnImpl(
     id="fa3", library="flash-attn-3", layout="bshd", variants=("plain", "softcap"),
-    # torch custom ops flash_attn_3::fwd/bwd; kernels cutlass::device_kernel<flash::FlashAttn{Fwd,Bwd}Sm90<...>>
-    backward=True, compile=True, kernel_fwd=r"flash_attn_3::fwd|flash::FlashAttnFwdSm90",
-    kernel_bwd=r"flash_attn_3::bwd|flash::FlashAttnBwdSm90",
+    backward=True, compile=True, kernel_fwd=FA3_FWD, kernel_bwd=FA3_BWD,
     probe=_fa3_probe, factory=_factory("flash_attn_interface"),
     description="FlashAttention-3 (Hopper) flash_attn_interface.flash_attn_func",
-    install="source build (hopper/)", proven_on_hardware=False,
+    install=FA3_INSTALL, variant_limits={"neighborhood": NO_MASK.format(name="FlashAttention-3")},
 ))
 
 
@@ -94,8 +112,10 @@ def _fa4_probe(device: str) -> str:
 FA4 = register(AttnImpl(
     id="fa4", library="flash-attn-4", layout="bshd", variants=("plain", "softcap"),
     # CuTe DSL kernels are named kernel_cutlass_kernel_flash_attncute<module><class>...
-    backward=True, compile=True, kernel_fwd=r"flash_attncuteflash_fwd", kernel_bwd=r"flash_attncuteflash_bwd",
+    backward=True, compile=True, kernel_fwd=FA4_FWD, kernel_bwd=FA4_BWD,
     probe=_fa4_probe, factory=_factory("flash_attn.cute", outside_graph=True),
     description="flash-attn-4 flash_attn.cute.flash_attn_func (CuTe DSL; outside torch.compile graphs)",
     install=FA4_INSTALL,
+    variant_limits={"neighborhood": "flash-attn-4's flash_attn_func has a CuTe DSL `mask_mod`, which this "
+                                    "adapter does not wire (not part of the study)"},
 ))

@@ -24,6 +24,15 @@ CUDNN_SDPA_FWD = r"cudnn_generated_fort_native_sdpa\w*_fprop|sm\d+_flash_fprop"
 CUDNN_SDPA_BWD = r"cudnn_generated_fort_native_sdpa\w*_bprop|sm\d+_flash_bprop"
 CUTLASS_FMHA_FWD = r"aten::_efficient_attention_forward|fmha_cutlassF"
 CUTLASS_FMHA_BWD = r"aten::_efficient_attention_backward|fmha_cutlassB"
+# FlashAttention's own kernels, which Transformer Engine's flash backend and xFormers' flash
+# operators also run: FA2's custom ops, FA3's custom ops and Hopper kernels
+# (cutlass::device_kernel<flash::FlashAttn{Fwd,Bwd}Sm90<...>>), FA4's CuTe DSL kernels.
+FA2_FWD = r"flash_attn::_flash_attn_(varlen_)?forward"
+FA2_BWD = r"flash_attn::_flash_attn_(varlen_)?backward"
+FA3_FWD = r"flash_attn_3::fwd|flash::FlashAttnFwdSm90"
+FA3_BWD = r"flash_attn_3::bwd|flash::FlashAttnBwdSm90"
+FA4_FWD = r"flash_attncuteflash_fwd"
+FA4_BWD = r"flash_attncuteflash_bwd"
 
 # An attention callable takes q, k, v in the entry's layout and returns the
 # output in the same layout: (B, H, S, D) for "bhsd", (B, S, H, D) for "bshd".
@@ -73,6 +82,8 @@ class AttnImpl:
     kernel_variants: variant -> regex that a profiled name must match when that
         variant runs, for libraries whose names show the variant. A variant not
         listed cannot be told apart by name (KernelCheck.variant_proof says so).
+    variant_limits: variant -> why the library cannot express it, for variants
+        not in `variants` (shown as the skip reason instead of a bare "cannot").
     """
 
     id: str
@@ -91,6 +102,7 @@ class AttnImpl:
     cpu_backward: bool = True
     compiler_may_rewrite: bool = False
     kernel_variants: Mapping[str, str] = field(default_factory=dict, hash=False)
+    variant_limits: Mapping[str, str] = field(default_factory=dict, hash=False)
 
     def __post_init__(self):
         if self.layout not in LAYOUTS:
@@ -102,6 +114,8 @@ class AttnImpl:
             raise ValueError(f"{self.id}: kernel_fwd and kernel_bwd must both be set or both be empty")
         if set(self.kernel_variants) - set(self.variants):
             raise ValueError(f"{self.id}: kernel_variants names variants it does not support")
+        if set(self.variant_limits) & set(self.variants):
+            raise ValueError(f"{self.id}: variant_limits names variants it supports")
 
     def unsupported_reason(self, variant: str, device: str, backward: bool = True) -> str:
         """Why this implementation cannot run `variant` on `device` ("" if it can)."""
@@ -109,7 +123,9 @@ class AttnImpl:
         if reason:
             return reason
         if variant not in self.variants:
-            return f"{self.id} cannot express variant {variant!r} (supports: {', '.join(self.variants)})"
+            why = self.variant_limits.get(variant)
+            return (f"{self.id} cannot express variant {variant!r} (supports: {', '.join(self.variants)})"
+                    + (f": {why}" if why else ""))
         if backward and device == "cpu" and not self.cpu_backward:
             return f"{self.id} has no backward pass on CPU"
         if backward and not self.backward:

@@ -56,11 +56,17 @@ def _refusal(backend: SDPBackend, shape: AttnShape, mask: torch.Tensor | None) -
     return ""
 
 
+NO_SOFTCAP = "scaled_dot_product_attention has no score modification (soft-capping needs FlexAttention)"
+
+
 def _entry(impl_id, backend, variants, kernel_fwd, kernel_bwd, probe, description):
+    limits = {"softcap": NO_SOFTCAP}
+    if "neighborhood" not in variants:
+        limits["neighborhood"] = f"SDPA's {backend.name} backend takes no attn_mask"
     return register(AttnImpl(
         id=impl_id, library="torch", layout="bhsd", variants=variants, backward=True,
         compile=True, kernel_fwd=kernel_fwd, kernel_bwd=kernel_bwd, probe=probe, factory=_make_factory(backend),
-        description=description,
+        description=description, variant_limits=limits,
     ))
 
 

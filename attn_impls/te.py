@@ -19,6 +19,12 @@ import os
 from .registry import (
     CUDNN_SDPA_BWD,
     CUDNN_SDPA_FWD,
+    FA2_BWD,
+    FA2_FWD,
+    FA3_BWD,
+    FA3_FWD,
+    FA4_BWD,
+    FA4_FWD,
     SOFTCAP,
     AttnImpl,
     AttnShape,
@@ -72,10 +78,25 @@ def _probe(backend: str, device: str) -> str:
     if reason:
         return reason
     if backend == "flash":
-        missing = import_reason("flash_attn.flash_attn_interface", "TE's flash backend needs flash-attn 2")
-        if missing:
-            return f"TE flash backend unavailable: {missing}"
+        return _flash_unavailable_reason()
     return ""
+
+
+def _flash_unavailable_reason() -> str:
+    """Why TE found no FlashAttention to run its flash backend with, by TE's own version checks.
+
+    TE 2.x runs its flash backend with flash-attn 2 (versions it accepts), FlashAttention-3
+    (distribution `flash-attn-3`, module `flash_attn_interface`; on sm90 preferred over FA4)
+    or flash-attn-4 (`flash_attn.cute`), whichever its import-time checks found.
+    """
+    from transformer_engine.pytorch.attention.dot_product_attention import backends  # noqa: F401  (runs TE's checks)
+    from transformer_engine.pytorch.attention.dot_product_attention.utils import FlashAttentionUtils as fa
+    if fa.is_installed or fa.v3_is_installed or fa.v4_is_installed:
+        return ""
+    found = f"found flash-attn {fa.version}" if str(fa.version) != "0" else "flash-attn not installed"
+    return (f"TE flash backend unavailable: Transformer Engine found no FlashAttention it accepts "
+            f"(flash-attn {fa.version_required}..<{fa.max_version}: {found}; flash-attn-3: not installed; "
+            f"flash-attn-4: not installed). TE's steps for FA3: {' '.join(fa.v3_installation_steps.split())}")
 
 
 def _select(backend: str) -> None:
@@ -167,9 +188,9 @@ def _entry(backend, kernel_fwd, kernel_bwd, description, proven=False):
     ))
 
 
-TE_FLASH = _entry("flash", r"flash_attn::_flash_attn_(varlen_)?forward|flash_attn_3::fwd",
-                  r"flash_attn::_flash_attn_(varlen_)?backward|flash_attn_3::bwd",
-                  "TE DotProductAttention, FlashAttention backend")
+# TE's flash backend runs whichever FlashAttention TE found; the kernel names say which.
+TE_FLASH = _entry("flash", f"{FA2_FWD}|{FA3_FWD}|{FA4_FWD}", f"{FA2_BWD}|{FA3_BWD}|{FA4_BWD}",
+                  "TE DotProductAttention, FlashAttention backend (FA2, FA3 or FA4, as TE finds them)")
 TE_FUSED = _entry("fused", rf"^FusedAttnFunc$|{CUDNN_SDPA_FWD}", rf"^FusedAttnFuncBackward$|{CUDNN_SDPA_BWD}",
                   "TE DotProductAttention, FusedAttention (cuDNN) backend", proven=True)
 TE_UNFUSED = _entry("unfused", "", "", "TE DotProductAttention, UnfusedDotProductAttention (PyTorch ops)",

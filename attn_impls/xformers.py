@@ -1,7 +1,10 @@
 """xFormers `memory_efficient_attention`, with its own dispatch and with pinned operators.
 
 Layout: bshd (xFormers calls it BMHK). `xformers` lets xFormers choose the
-operator; `xformers_cutlass` and `xformers_flash` pin one forward/backward pair.
+operator; `xformers_cutlass`, `xformers_flash` and `xformers_flash3` pin one
+forward/backward pair. `fmha.flash3` runs FlashAttention-3 through the torch ops
+`flash_attn_3::fwd`/`bwd` of the `flash_attn_3` package (xFormers checks their
+schema on import and otherwise reports why it cannot use them).
 neighborhood is a dense additive bias (-inf outside the window), which only
 operators that accept a tensor bias take; the probe reports xFormers' own
 `not_supported_reasons`. Under torch.compile the call runs outside the graph.
@@ -15,6 +18,8 @@ import torch
 from .registry import (
     CUTLASS_FMHA_BWD,
     CUTLASS_FMHA_FWD,
+    FA3_BWD,
+    FA3_FWD,
     AttnImpl,
     AttnShape,
     import_reason,
@@ -34,7 +39,7 @@ def _ops(name: str):
     if name == "auto":
         return None
     from xformers.ops import fmha
-    module = {"cutlass": fmha.cutlass, "flash": fmha.flash}[name]
+    module = {"cutlass": fmha.cutlass, "flash": fmha.flash, "flash3": fmha.flash3}[name]
     return (module.FwOp, module.BwOp)
 
 
@@ -86,20 +91,36 @@ def _make_factory(op_name: str):
     return factory
 
 
-def _entry(impl_id, op_name, variants, kernel_fwd, kernel_bwd, description):
+NO_SOFTCAP = "xFormers' memory_efficient_attention has no soft-capping argument"
+NO_TENSOR_BIAS = ("the {op} operator accepts only xFormers' structured masks (causal, block-diagonal, "
+                  "local), not the dense tensor bias a 2-D neighborhood needs")
+
+
+def _entry(impl_id, op_name, variants, kernel_fwd, kernel_bwd, description, proven=True):
+    limits = {"softcap": NO_SOFTCAP}
+    if "neighborhood" not in variants:
+        limits["neighborhood"] = NO_TENSOR_BIAS.format(op=op_name)
     return register(AttnImpl(
         id=impl_id, library="xformers", layout="bshd", variants=variants, backward=True,
         compile=True, kernel_fwd=kernel_fwd, kernel_bwd=kernel_bwd, probe=functools.partial(_probe, op_name),
         factory=_make_factory(op_name), description=description, install=INSTALL,
+        proven_on_hardware=proven, variant_limits=limits,
     ))
 
 
 XFORMERS_FLASH_FWD = r"xformers_flash::flash_fwd"
 XFORMERS_FLASH_BWD = r"xformers_flash::flash_bwd"
+# fmha.flash3's ops wrap FA3's own ops and kernels, which the fa3 entry claims too.
+XFORMERS_FLASH3_FWD = rf"xformers_flash3::flash_fwd|{FA3_FWD}"
+XFORMERS_FLASH3_BWD = rf"xformers_flash3::flash_bwd|{FA3_BWD}"
 XFORMERS = _entry("xformers", "auto", ("plain", "neighborhood"),
-                  f"{CUTLASS_FMHA_FWD}|{XFORMERS_FLASH_FWD}", f"{CUTLASS_FMHA_BWD}|{XFORMERS_FLASH_BWD}",
+                  f"{CUTLASS_FMHA_FWD}|{XFORMERS_FLASH_FWD}|{XFORMERS_FLASH3_FWD}",
+                  f"{CUTLASS_FMHA_BWD}|{XFORMERS_FLASH_BWD}|{XFORMERS_FLASH3_BWD}",
                   "xFormers memory_efficient_attention, operator chosen by xFormers")
 XFORMERS_CUTLASS = _entry("xformers_cutlass", "cutlass", ("plain", "neighborhood"),
                           CUTLASS_FMHA_FWD, CUTLASS_FMHA_BWD, "xFormers cutlass operator (fmha.cutlass)")
 XFORMERS_FLASH = _entry("xformers_flash", "flash", ("plain",), XFORMERS_FLASH_FWD, XFORMERS_FLASH_BWD,
                         "xFormers flash operator (fmha.flash: flash-attn 2 or PyTorch's FA2)")
+XFORMERS_FLASH3 = _entry("xformers_flash3", "flash3", ("plain",), XFORMERS_FLASH3_FWD, XFORMERS_FLASH3_BWD,
+                         "xFormers FlashAttention-3 operator (fmha.flash3, needs the flash_attn_3 package)",
+                         proven=False)

@@ -57,6 +57,17 @@ def test_entries_validate_their_data():
     with pytest.raises(ValueError, match="unknown variants"):
         AttnImpl(id="x", library="torch", layout="bhsd", variants=("causal",), backward=True,
                  compile=True, kernel_fwd="", kernel_bwd="", probe=lambda d: "", factory=lambda v, s: None)
+    with pytest.raises(ValueError, match="variant_limits names variants it supports"):
+        AttnImpl(id="x", library="torch", layout="bhsd", variants=("plain",), backward=True,
+                 compile=True, kernel_fwd="", kernel_bwd="", probe=lambda d: "", factory=lambda v, s: None,
+                 variant_limits={"plain": "why"})
+
+
+def test_a_variant_a_library_cannot_express_skips_with_the_librarys_limit():
+    reason = REGISTRY["sdpa_math"].unsupported_reason("softcap", "cpu")
+    assert reason.startswith("sdpa_math cannot express variant 'softcap'") and "no score modification" in reason
+    for impl_id in ("fa2", "fa3", "fa4", "xformers_flash3"):
+        assert REGISTRY[impl_id].variant_limits["neighborhood"]
 
 
 def test_neighborhood_mask_is_the_5_radius_window_on_the_grid():
@@ -310,6 +321,37 @@ def _stand_in_transformer_engine(monkeypatch, seen_pointers):
         monkeypatch.setitem(sys.modules, name, module)
     for env in ("NVTE_FLASH_ATTN", "NVTE_FUSED_ATTN", "NVTE_UNFUSED_ATTN"):
         monkeypatch.delenv(env, raising=False)
+
+
+@pytest.mark.parametrize("found", ["none", "fa2_too_new", "fa3"])
+def test_te_flash_availability_follows_tes_own_flash_attention_checks(monkeypatch, found):
+    """te_flash runs on whichever FlashAttention TE's import-time checks accepted (FA2, FA3 or
+    FA4), and otherwise says what TE found, with TE's version bounds and install steps."""
+    from packaging.version import Version
+
+    from attn_impls import te
+
+    class FlashAttentionUtils:
+        is_installed = v3_is_installed = v4_is_installed = False
+        version = Version("2.8.5" if found == "fa2_too_new" else "0")
+        version_required, max_version = Version("2.1.1"), Version("2.8.4")
+        v3_installation_steps = "(1) git clone ...\n(2) cd flash-attention/hopper && python setup.py install"
+
+    FlashAttentionUtils.v3_is_installed = found == "fa3"
+    package = "transformer_engine.pytorch.attention.dot_product_attention"
+    utils = type(sys)(f"{package}.utils")
+    utils.FlashAttentionUtils = FlashAttentionUtils
+    for name, module in {package: type(sys)(package), f"{package}.backends": type(sys)("backends"),
+                         f"{package}.utils": utils}.items():
+        monkeypatch.setitem(sys.modules, name, module)
+    sys.modules[package].backends = sys.modules[f"{package}.backends"]
+    reason = te._flash_unavailable_reason()
+    if found == "fa3":
+        assert reason == ""
+    else:
+        assert reason.startswith("TE flash backend unavailable") and "2.1.1..<2.8.4" in reason
+        assert ("found flash-attn 2.8.5" if found == "fa2_too_new" else "flash-attn not installed") in reason
+        assert "cd flash-attention/hopper" in reason
 
 
 def test_te_adapter_layout_and_refusal_reasons(monkeypatch):
