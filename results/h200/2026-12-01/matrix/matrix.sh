@@ -36,6 +36,9 @@ run m-3136-lib "$LIB" $TRAIN --benchmark-only --attn-seq-len 3136 \
 run m-3136-fa4 "fa4" $TRAIN --benchmark-only --attn-seq-len 3136 --attn-impl fa4
 run m-3136-torch "" $TRAIN --benchmark-only --attn-seq-len 3136 \
     --attn-impl native,sdpa_flash,sdpa_efficient,sdpa_math,sdpa_cudnn,flex
+start=$(date +%s)
+in_env "" python3 results/h200/2026-12-01/matrix/math_compile_diag.py > "$RES/math-compile-diag.txt" 2>&1
+echo "math-compile-diag rc=$? wall_s=$(( $(date +%s) - start ))" >> "$RES/walltimes.txt"
 if [ -e tests/test_attention.py ]; then
   run k-3136-lib "$LIB" tests/test_attention.py --benchmark-only --attn-seq-len 3136
   run k-3136-fa4 "fa4" tests/test_attention.py --benchmark-only --attn-seq-len 3136 --attn-impl fa4
