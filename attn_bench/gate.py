@@ -1,58 +1,131 @@
-"""Regression gate and noise calibration over this suite's pytest-benchmark JSON runs.
+"""Regression gate over this suite's pytest-benchmark JSON runs, with a statistical decision rule.
 
 Commands (exit 0 = pass, 1 = the gate failed, 2 = refused or bad input):
 
-    python -m attn_bench.gate compare BASELINE.json CURRENT.json [--threshold PCT] [--markdown FILE]
-    python -m attn_bench.gate compare --storage DIR      # the two newest autosaved runs in DIR
-    python -m attn_bench.gate spread RUN1.json RUN2.json [RUN3.json ...] [--markdown FILE]
-    python -m attn_bench.gate latest DIR                 # print the newest autosaved run in DIR
+    python -m attn_bench.gate compare BASELINE.json CURRENT.json [RERUN.json ...]
+        [--reference REF.json] [--threshold PCT] [--confidence C] [--cells REGEX]
+        [--json FILE] [--markdown FILE] [--allow-injected-slowdown]
+    python -m attn_bench.gate compare --storage DIR [...]  # the two newest runs in DIR, by recorded date
+    python -m attn_bench.gate calibrate SAME1.json SAME2.json SAME3.json [--slow SLOW.json ...]
+    python -m attn_bench.gate spread RUN1.json RUN2.json [RUN3.json ...]  # fixed-percentage calibration
+    python -m attn_bench.gate latest DIR                   # the newest run in DIR, by recorded date
 
-`compare` refuses runs of different GPU models (or profiles), prints software differences
-(libraries, driver, CUDA, cuDNN) as information only (a slower library upgrade is exactly
-what the gate is for), fails on a cell whose median step time grew by more than the
-threshold, and fails on lost coverage: a cell that ran in the baseline but is skipped,
-failed or missing now. No baseline (missing file, empty storage) passes and says so.
+The rule, per cell. r = median(current step times) / median(baseline step times), from the
+per-round times each run recorded (pytest-benchmark's `stats.data`, per step whatever the
+steps per round). Its interval: a percentile bootstrap, each run's rounds resampled with
+replacement (DEFAULT_RESAMPLES times, fixed seed, so the verdict is reproducible), at
+DEFAULT_CONFIDENCE. With t = the threshold (default DEFAULT_THRESHOLD_PCT %):
 
-Choosing the threshold (noise calibration): run the same cells N >= 3 times with the same
-code on the same machine and feed the JSONs to `spread`. A cell's spread is
-(max - min) / min of its medians, in percent. The threshold is
+    REGRESSED  the whole interval lies above 1 + t        (fails the gate)
+    unsure     r > 1 + t, but the interval reaches below  (passes; worth a confirmation rerun)
+    faster     the whole interval lies below 1 - t
+    ok         otherwise
 
-    threshold = max(MIN_THRESHOLD_PCT, ceil(2 x max spread))
+LOST (fails): a cell that ran in the baseline but is skipped, failed or missing now; new: a
+cell only in the current run. Confirmation: `compare` prints (and writes to --json) the pytest
+selection of the REGRESSED and unsure cells; rerun only those with the same settings, then
+`compare BASELINE CURRENT RERUN.json`: the current runs' rounds are pooled (resampled together,
+so a rerun that disagrees with the first run widens the interval), and that verdict is final.
 
-an integer percent, so that it can also be given to pytest-benchmark's
-`--benchmark-compare-fail=median:<threshold>%` (which takes integers). Twice the largest
-same-code spread leaves room for runs noisier than the few that were measured.
+`compare` refuses (exit 2), naming both runs and their values: different GPU models, different
+settings (profile, rounds, warmup, slowdown, iterations, steps_per_round; a setting is compared
+when both runs recorded it; `--allow-injected-slowdown` lets only a current run carry an
+`--attn-slowdown` that the baseline lacks, to test the gate), a run without per-round times,
+and a selection (`--cells`) that matches no cell. Software differences (libraries, driver,
+CUDA, cuDNN) are printed as information only. `--reference REF.json` gates against a fixed,
+pinned run as well as against the rolling baseline, with the same rule, so slow drift that
+each rolling step lets through fails once it adds up to the threshold. No baseline (missing
+file, empty storage) and no reference passes and says so.
+
+Measured on the H200 (`results/h200/`: runs of native, sdpa_cudnn, flex and fa4, plain, both
+lengths, both modes: 16 cells, 20 rounds of 1 step each, the session of 2026-11-30), with the
+defaults (2 %, 95 %, 2000 resamples), by
+`python -m attn_bench.gate calibrate g-same-1.json g-same-2.json g-same-3.json --slow g-slow.json g-slow15.json`:
+
+- false alarms: 0 of 96 same-code cell comparisons (16 cells x 6 ordered pairs of the three
+  runs); 0 of 96 after the confirmation rerun. The highest lower end of a same-code interval
+  was +1.47 % (sdpa_cudnn/plain/3136/eager), under the 2 % threshold by 0.5 point.
+- a real 5 % slowdown (each same-code current run's rounds x 1.05): 88 of 96 flagged, 92 of 96
+  after the confirmation rerun. Every miss is a compiled cell; the four left after the rerun
+  are fa4 and native at seq_len 196, whose rounds spread most (IQR up to 7 % of the median).
+- injected slowdowns, measured +2.8 % to +8.2 % (`--attn-slowdown 0.08`): 47 of 48 (the miss is
+  fa4/plain/196/compiled at +2.8 %); measured +10.4 % to +24.5 % (0.15): 48 of 48.
+
+These numbers hold for those runs' 20 rounds of 1 step; the suite now times 10 rounds of 3
+steps, whose rates have not been measured yet: rerun `calibrate` on three same-code runs of
+the current settings before trusting them.
+
+`calibrate` measures exactly this on N >= 2 same-code runs (and optional slowed-down runs).
+`spread` keeps the older fixed-percentage calibration, for pytest-benchmark's own
+`--benchmark-compare-fail=median:N%`: max(MIN_THRESHOLD_PCT, ceil(2 x max same-code spread)).
 """
 from __future__ import annotations
 
 import argparse
+import copy
+import itertools
+import json
 import math
 import re
 import sys
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from .runs import (
     RunFileError,
+    cell_params,
     gpu_model,
     latest_runs,
     load_run,
     median_ms,
     outcomes,
+    round_times_s,
+    run_settings,
     short_name,
 )
 
-# The rule's floor: a gate finer than this is not asked of a 20-round median.
+DEFAULT_THRESHOLD_PCT = 2.0
+DEFAULT_CONFIDENCE = 0.95
+DEFAULT_RESAMPLES = 2000
+DEFAULT_SEED = 0
+# `spread`'s floor for a fixed-percentage threshold (pytest-benchmark's compare-fail).
 MIN_THRESHOLD_PCT = 5.0
-# The rule applied to three same-code runs of native, sdpa_cudnn, flex and fa4 (plain, both
-# lengths, both modes) on one otherwise idle H200: max spread 3.53 % (fa4/plain/196/compiled),
-# so max(5, ceil(2 x 3.53)) = 8. Measurements: results/h200/spread.txt.
-DEFAULT_THRESHOLD_PCT = 8.0
 SOFTWARE_KEYS = ("driver", "cuda", "cudnn")
+RERUN_STATUSES = ("REGRESSED", "unsure")
 
 
 class GateRefused(Exception):
-    """The runs cannot be compared (different GPU model or profile); exit 2."""
+    """The runs cannot be compared (different GPU model or settings, no per-round times); exit 2."""
+
+
+@dataclass(frozen=True)
+class Rule:
+    """The decision rule: flag a cell when its whole bootstrap interval of
+    median(current) / median(baseline) lies above 1 + threshold_pct / 100."""
+
+    threshold_pct: float = DEFAULT_THRESHOLD_PCT
+    confidence: float = DEFAULT_CONFIDENCE
+    resamples: int = DEFAULT_RESAMPLES
+    seed: int = DEFAULT_SEED
+
+    def __post_init__(self):
+        if self.threshold_pct < 0:
+            raise ValueError(f"threshold must be >= 0 percent, got {self.threshold_pct}")
+        if not 0 < self.confidence < 1:
+            raise ValueError(f"confidence must be between 0 and 1 (e.g. 0.95), got {self.confidence}")
+        if self.resamples < 1:
+            raise ValueError(f"resamples must be at least 1, got {self.resamples}")
+
+    def describe(self) -> str:
+        """The rule in one phrase, for summaries."""
+        return (f"flagged when the {self.confidence:.0%} interval of the median ratio lies above "
+                f"+{self.threshold_pct:g}%")
+
+
+DEFAULT_RULE = Rule()
 
 
 @dataclass(frozen=True)
@@ -60,20 +133,29 @@ class CellVerdict:
     """The gate's verdict on one cell."""
 
     test: str
-    status: str  # "ok", "faster", "REGRESSED", "LOST", "new"
+    status: str  # "ok", "faster", "unsure", "REGRESSED", "LOST", "new"
     baseline_ms: float | None = None
     current_ms: float | None = None
+    interval_pct: tuple[float, float] | None = None  # bootstrap interval of the change, percent
     note: str = ""
 
     @property
     def change_pct(self) -> float | None:
+        """Change of the median step time in percent (+ = slower), None if not in both runs."""
         if self.baseline_ms is None or self.current_ms is None:
             return None
         return change_pct(self.baseline_ms, self.current_ms)
 
     @property
     def failed(self) -> bool:
+        """Whether this cell fails the gate."""
         return self.status in ("REGRESSED", "LOST")
+
+    def as_dict(self) -> dict:
+        """The verdict as written by `compare --json`."""
+        return {"test": self.test, "decision": self.status, "baseline_ms": self.baseline_ms,
+                "current_ms": self.current_ms, "change_pct": self.change_pct,
+                "interval_pct": list(self.interval_pct) if self.interval_pct else None, "note": self.note}
 
 
 def change_pct(baseline_ms: float, current_ms: float) -> float:
@@ -83,19 +165,71 @@ def change_pct(baseline_ms: float, current_ms: float) -> float:
     return (current_ms - baseline_ms) / baseline_ms * 100
 
 
-def check_comparable(baseline: dict, current: dict, baseline_name: str, current_name: str) -> None:
-    """GateRefused naming both GPUs (or profiles) if the runs must not be compared."""
+def ratio_interval(baseline_rounds: list[list[float]], current_rounds: list[list[float]],
+                   rule: Rule = DEFAULT_RULE) -> tuple[float, float]:
+    """Bootstrap interval of median(current) / median(baseline) at `rule.confidence`.
+
+    Each argument is a list of runs of the same code, each run a list of per-round times. A
+    side's runs are pooled, and every resample draws as many rounds as the pool holds from it,
+    with replacement: when a rerun disagrees with the first run, the mix in each draw varies
+    and the interval widens. The interval is the percentile interval of the resampled ratios.
+    """
+    rng = np.random.default_rng(rule.seed)
+
+    def resampled_medians(runs: list[list[float]]) -> np.ndarray:
+        pooled = np.concatenate([np.asarray(rounds) for rounds in runs])
+        return np.median(rng.choice(pooled, size=(rule.resamples, len(pooled))), axis=1)
+
+    ratios = resampled_medians(current_rounds) / resampled_medians(baseline_rounds)
+    tail = (1 - rule.confidence) / 2
+    low, high = np.quantile(ratios, [tail, 1 - tail])
+    return float(low), float(high)
+
+
+def decide(ratio: float, interval: tuple[float, float], threshold_pct: float) -> str:
+    """The status of a cell timed in both runs, from its median ratio and its interval."""
+    limit = threshold_pct / 100
+    low, high = interval
+    if low > 1 + limit:
+        return "REGRESSED"
+    if ratio > 1 + limit:
+        return "unsure"
+    if high < 1 - limit:
+        return "faster"
+    return "ok"
+
+
+def check_comparable(baseline: dict, current: dict, baseline_name: str, current_name: str,
+                     allow_injected_slowdown: bool = False) -> None:
+    """GateRefused naming both runs and their values if they must not be compared.
+
+    Different GPU models, or any timing setting both runs recorded with different values
+    (runs.RUN_SETTINGS, runs.CELL_SETTINGS). With `allow_injected_slowdown`, a current run
+    may carry an injected slowdown that a baseline without one lacks (to test the gate).
+    """
     base_gpu, cur_gpu = gpu_model(baseline), gpu_model(current)
     if base_gpu != cur_gpu:
         raise GateRefused(
             f"refusing to compare runs of different GPU models: baseline {baseline_name} ran on "
             f"{base_gpu!r}, current {current_name} on {cur_gpu!r}; keep one baseline per GPU model")
-    base_profile = (baseline.get("attn_suite") or {}).get("profile")
-    cur_profile = (current.get("attn_suite") or {}).get("profile")
-    if base_profile != cur_profile:
+    base_settings, cur_settings = run_settings(baseline), run_settings(current)
+    ignored = {"slowdown"} if allow_injected_slowdown and not base_settings.get("slowdown") else set()
+    differences = [f"{name}: baseline {base_settings[name]!r}, current {cur_settings[name]!r}"
+                   for name in base_settings
+                   if name in cur_settings and name not in ignored and base_settings[name] != cur_settings[name]]
+    if differences:
         raise GateRefused(
-            f"refusing to compare different model profiles: baseline {baseline_name} is "
-            f"{base_profile!r}, current {current_name} is {cur_profile!r}")
+            f"refusing to compare runs with different settings (baseline {baseline_name}, current "
+            f"{current_name}): {'; '.join(differences)}; rerun with the baseline's settings")
+
+
+def require_round_times(run: dict, name: str) -> None:
+    """GateRefused naming the run and a cell if a timed cell has no per-round times."""
+    for test, bench in outcomes(run)[0].items():
+        if round_times_s(bench) is None:
+            raise GateRefused(
+                f"{name}: {short_name(test)} has no per-round times (stats.data), which the gate's rule "
+                "needs; write runs with --benchmark-json, or autosave them with --benchmark-save-data")
 
 
 def software_differences(baseline: dict, current: dict) -> list[str]:
@@ -110,15 +244,43 @@ def software_differences(baseline: dict, current: dict) -> list[str]:
     return diffs
 
 
-def compare(baseline: dict, current: dict, threshold_pct: float = DEFAULT_THRESHOLD_PCT,
-            cells: str | None = None) -> list[CellVerdict]:
-    """A verdict per cell of either run: regressions beyond `threshold_pct` and lost coverage fail.
+def pooled_outcomes(runs: list[dict]) -> tuple[dict, dict, dict]:
+    """(ran, skipped, failed) over several current runs of the same code.
 
-    `cells`, a regex, restricts the gate to the cells whose test name it matches (to gate a
-    rerun of a subset against a full baseline); by default every cell counts.
+    ran: test -> its benchmark entries, one per run that timed it; failed: in any run (a
+    failure is never outvoted); skipped: only if no run timed it.
     """
-    if threshold_pct < 0:
-        raise ValueError(f"threshold must be >= 0 percent, got {threshold_pct}")
+    ran, skipped, failed = {}, {}, {}
+    for run in runs:
+        run_ran, run_skipped, run_failed = outcomes(run)
+        for test, bench in run_ran.items():
+            ran.setdefault(test, []).append(bench)
+        for test, reason in run_skipped.items():
+            skipped.setdefault(test, reason)
+        for test, message in run_failed.items():
+            failed.setdefault(test, message)
+    ran = {test: benches for test, benches in ran.items() if test not in failed}
+    skipped = {test: reason for test, reason in skipped.items() if test not in ran}
+    return ran, skipped, failed
+
+
+def _rounds(bench: dict) -> list[float]:
+    rounds = round_times_s(bench)
+    if rounds is None:
+        raise ValueError(f"{short_name(bench['fullname'])} has no per-round times (stats.data)")
+    return rounds
+
+
+def compare(baseline: dict, current: dict | list[dict], rule: Rule = DEFAULT_RULE,
+            cells: str | None = None) -> list[CellVerdict]:
+    """A verdict per cell of either side: regressions under `rule` and lost coverage fail.
+
+    `current` is one run or several runs of the same code (a run and the confirmation reruns
+    of some of its cells), whose rounds are pooled. `cells`, a regex, restricts the gate to the
+    cells whose test name it matches (to gate a rerun of a subset against a full baseline).
+    ValueError if nothing is left to compare: a selection must not pass by matching nothing.
+    """
+    currents = [current] if isinstance(current, dict) else list(current)
     try:
         selected = re.compile(cells or "")
     except re.error as e:
@@ -128,33 +290,45 @@ def compare(baseline: dict, current: dict, threshold_pct: float = DEFAULT_THRESH
         return {test: value for test, value in found.items() if selected.search(test)}
 
     base_ran = keep(outcomes(baseline)[0])
-    cur_ran, cur_skipped, cur_failed = map(keep, outcomes(current))
+    cur_ran, cur_skipped, cur_failed = map(keep, pooled_outcomes(currents))
     verdicts = []
     for test, bench in base_ran.items():
         base_ms = median_ms(bench)
         if test in cur_ran:
-            cur_ms = median_ms(cur_ran[test])
-            change = change_pct(base_ms, cur_ms)
-            status = "REGRESSED" if change > threshold_pct else "faster" if change < -threshold_pct else "ok"
-            verdicts.append(CellVerdict(test, status, base_ms, cur_ms))
-        elif test in cur_skipped:
-            verdicts.append(CellVerdict(test, "LOST", base_ms, note=f"skipped now: {cur_skipped[test]}"))
+            base_rounds = _rounds(bench)
+            cur_rounds = [_rounds(b) for b in cur_ran[test]]
+            ratio = float(np.median(np.concatenate(cur_rounds)) / np.median(base_rounds))
+            low, high = ratio_interval([base_rounds], cur_rounds, rule)
+            status = decide(ratio, (low, high), rule.threshold_pct)
+            pooled = f"{len(cur_rounds)} current runs pooled" if len(cur_rounds) > 1 else ""
+            verdicts.append(CellVerdict(test, status, base_ms, base_ms * ratio,
+                                        ((low - 1) * 100, (high - 1) * 100), pooled))
         elif test in cur_failed:
             verdicts.append(CellVerdict(test, "LOST", base_ms, note=f"failed now: {cur_failed[test]}"))
+        elif test in cur_skipped:
+            verdicts.append(CellVerdict(test, "LOST", base_ms, note=f"skipped now: {cur_skipped[test]}"))
         else:
             verdicts.append(CellVerdict(test, "LOST", base_ms, note="missing from the current run"))
-    for test, bench in cur_ran.items():
+    for test, benches in cur_ran.items():
         if test not in base_ran:
-            verdicts.append(CellVerdict(test, "new", current_ms=median_ms(bench), note="not in the baseline"))
+            ms = float(np.median(np.concatenate([_rounds(b) for b in benches]))) * 1e3
+            verdicts.append(CellVerdict(test, "new", current_ms=ms, note="not in the baseline"))
+    if not verdicts:
+        if cells:
+            raise ValueError(f"--cells {cells!r} matches no timed cell of the baseline or the current run; "
+                             "an empty selection cannot pass")
+        raise ValueError("no timed cell in the baseline or the current run; an empty gate cannot pass")
     return verdicts
 
 
-def format_verdict(v: CellVerdict, threshold_pct: float) -> str:
+def format_verdict(v: CellVerdict, rule: Rule = DEFAULT_RULE) -> str:
     """One terminal line for a cell."""
     line = f"{v.status:<9} {short_name(v.test)}"
     if v.baseline_ms is not None and v.current_ms is not None:
         line += f"  {v.baseline_ms:.2f} ms -> {v.current_ms:.2f} ms ({v.change_pct:+.1f}%"
-        line += f", threshold {threshold_pct:g}%)" if v.status == "REGRESSED" else ")"
+        if v.interval_pct:
+            line += f", {rule.confidence:.0%} interval [{v.interval_pct[0]:+.1f}%, {v.interval_pct[1]:+.1f}%]"
+        line += f", threshold {rule.threshold_pct:g}%)" if v.status in RERUN_STATUSES else ")"
     elif v.baseline_ms is not None:
         line += f"  ran in the baseline ({v.baseline_ms:.2f} ms)"
     elif v.current_ms is not None:
@@ -162,33 +336,193 @@ def format_verdict(v: CellVerdict, threshold_pct: float) -> str:
     return f"{line}; {v.note}" if v.note else line
 
 
-def summary(verdicts: list[CellVerdict], threshold_pct: float) -> str:
-    """The closing line: PASS/FAIL and the count per status."""
-    counts = {}
+def counts(verdicts: list[CellVerdict]) -> str:
+    """'2 regressed, 14 ok': the number of cells per status."""
+    found = {}
     for v in verdicts:
-        counts[v.status] = counts.get(v.status, 0) + 1
-    parts = ", ".join(f"{n} {status.lower()}" for status, n in sorted(counts.items())) or "no cells"
-    result = "FAIL" if any(v.failed for v in verdicts) else "PASS"
-    return f"gate {result}: {parts} (threshold {threshold_pct:g}% on the median step time)"
+        found[v.status] = found.get(v.status, 0) + 1
+    return ", ".join(f"{n} {status.lower()}" for status, n in sorted(found.items()))
 
 
-def gate_markdown(verdicts, threshold_pct, baseline_name, current_name, software) -> str:
+def summary(comparisons: dict[str, list[CellVerdict]], rule: Rule = DEFAULT_RULE) -> str:
+    """The closing line: PASS/FAIL and the count per status against each compared run."""
+    result = "FAIL" if any(v.failed for vs in comparisons.values() for v in vs) else "PASS"
+    parts = "; ".join(f"{counts(vs)} against the {label}" for label, vs in comparisons.items())
+    return f"gate {result}: {parts} ({rule.describe()})"
+
+
+def rerun_cells(comparisons: dict[str, list[CellVerdict]]) -> list[str]:
+    """The cells worth a confirmation rerun (REGRESSED or unsure against any compared run)."""
+    return sorted({v.test for vs in comparisons.values() for v in vs if v.status in RERUN_STATUSES})
+
+
+def rerun_pytest_args(tests: list[str], settings: dict) -> list[str]:
+    """pytest arguments that time exactly `tests` again with a run's `settings` (profile, rounds...).
+
+    The --attn-* options narrow the matrix to the cells' implementations, variants, lengths and
+    modes; `-k` then keeps exactly the named cells.
+    """
+    if not tests:
+        return []
+    files = list(dict.fromkeys(test.partition("::")[0] for test in tests if "::" in test))
+    args = [*files, "--benchmark-only"]
+    for option, key in (("--attn-profile", "profile"), ("--attn-rounds", "rounds"), ("--attn-warmup", "warmup")):
+        if key in settings:
+            args += [option, str(settings[key])]
+    if settings.get("slowdown"):
+        args += ["--attn-slowdown", str(settings["slowdown"])]
+    params = [cell_params(test) for test in tests]
+    if all(params):
+        for option, key in (("--attn-impl", "impl"), ("--attn-variant", "variant"),
+                            ("--attn-seq-len", "seq_len"), ("--attn-mode", "mode")):
+            args += [option, ",".join(dict.fromkeys(str(p[key]) for p in params))]
+    return [*args, "-k", " or ".join(short_name(test) for test in tests)]
+
+
+def verdict_json(comparisons: dict[str, list[CellVerdict]], rule: Rule, files: dict,
+                 rerun_args: list[str]) -> dict:
+    """What `compare --json` writes: totals, the rule, and per compared run the cells' verdicts.
+
+    Totals count distinct cells: `cells` judged, `flagged` REGRESSED against any compared run,
+    `lost`, and `verdict` ("pass" or "fail").
+    """
+    every = [v for vs in comparisons.values() for v in vs]
+    return {
+        "verdict": "fail" if any(v.failed for v in every) else "pass",
+        "cells": len({v.test for v in every}),
+        "flagged": len({v.test for v in every if v.status == "REGRESSED"}),
+        "lost": len({v.test for v in every if v.status == "LOST"}),
+        "rule": {"threshold_pct": rule.threshold_pct, "confidence": rule.confidence,
+                 "resamples": rule.resamples, "seed": rule.seed,
+                 "statistic": "bootstrap percentile interval of median(current) / median(baseline)"},
+        "files": files,
+        "comparisons": {label: [v.as_dict() for v in vs] for label, vs in comparisons.items()},
+        "rerun": {"cells": rerun_cells(comparisons), "pytest_args": rerun_args},
+    }
+
+
+def gate_markdown(comparisons: dict[str, list[CellVerdict]], rule: Rule, files: dict,
+                  software: list[str]) -> str:
     """The comparison as a markdown section."""
-    lines = [f"## Regression gate: {summary(verdicts, threshold_pct)}", "",
-             f"Baseline `{baseline_name}`, current `{current_name}`.", ""]
+    lines = [f"## Regression gate: {summary(comparisons, rule)}", ""]
+    lines += [", ".join(f"{label} `{name}`" for label, name in files.items() if name) + ".", ""]
     if software:
         lines += ["Software differences (information only): " + "; ".join(software), ""]
-    lines += ["| status | cell | baseline ms | current ms | change | note |",
-              "| --- | --- | ---: | ---: | ---: | --- |"]
-    for v in verdicts:
-        base = f"{v.baseline_ms:.2f}" if v.baseline_ms is not None else ""
-        cur = f"{v.current_ms:.2f}" if v.current_ms is not None else ""
-        change = f"{v.change_pct:+.1f}%" if v.change_pct is not None else ""
-        lines.append(f"| {v.status} | `{short_name(v.test)}` | {base} | {cur} | {change} | {v.note} |")
-    return "\n".join(lines) + "\n"
+    for label, verdicts in comparisons.items():
+        lines += [f"Against the {label}:", "",
+                  f"| status | cell | {label} ms | current ms | change | {rule.confidence:.0%} interval | note |",
+                  "| --- | --- | ---: | ---: | ---: | ---: | --- |"]
+        for v in verdicts:
+            base = f"{v.baseline_ms:.2f}" if v.baseline_ms is not None else ""
+            cur = f"{v.current_ms:.2f}" if v.current_ms is not None else ""
+            change = f"{v.change_pct:+.1f}%" if v.change_pct is not None else ""
+            interval = f"{v.interval_pct[0]:+.1f}% .. {v.interval_pct[1]:+.1f}%" if v.interval_pct else ""
+            lines.append(f"| {v.status} | `{short_name(v.test)}` | {base} | {cur} | {change} | {interval} | {v.note} |")
+        lines.append("")
+    return "\n".join(lines)
 
 
-# --- noise calibration -----------------------------------------------------------
+# --- calibration of the rule on same-code and slowed-down runs ----------------------
+def scaled_run(run: dict, factor: float) -> dict:
+    """A copy of `run` whose step times are all multiplied by `factor` (a synthetic slowdown)."""
+    scaled = copy.deepcopy(run)
+    for bench in scaled["benchmarks"]:
+        stats = bench["stats"]
+        stats["median"] *= factor
+        if stats.get("data"):
+            stats["data"] = [t * factor for t in stats["data"]]
+    return scaled
+
+
+def _only(tests: list[str]) -> str:
+    return "|".join(f"^{re.escape(test)}$" for test in tests)
+
+
+def confirmed(baseline: dict, current: dict, rerun: dict, rule: Rule = DEFAULT_RULE) -> list[CellVerdict]:
+    """The two-stage verdict: gate `current`; the cells worth a rerun are judged again on
+    `current` and `rerun` pooled (as `rerun` would have been run for them alone)."""
+    first = compare(baseline, current, rule)
+    again = rerun_cells({"baseline": first})
+    if not again:
+        return first
+    second = {v.test: v for v in compare(baseline, [current, rerun], rule, cells=_only(again))}
+    return [second.get(v.test, v) for v in first]
+
+
+@dataclass
+class CalibrationCase:
+    """One kind of comparison in a calibration: how many cell comparisons, how many flagged."""
+
+    name: str
+    compared: int = 0
+    flagged: int = 0
+    missed: tuple[str, ...] = ()
+
+    def add(self, verdicts: list[CellVerdict], expect_flagged: bool) -> None:
+        timed = [v for v in verdicts if v.interval_pct]
+        self.compared += len(timed)
+        self.flagged += sum(v.status == "REGRESSED" for v in timed)
+        if expect_flagged:
+            self.missed += tuple(short_name(v.test) for v in timed if v.status != "REGRESSED")
+
+    def line(self) -> str:
+        text = f"{self.name}: {self.flagged} of {self.compared} cell comparisons flagged"
+        missed = Counter(self.missed)
+        return text + ("; missed: " + ", ".join(f"{cell} x{n}" for cell, n in missed.items()) if missed else "")
+
+
+def calibrate(same: list[dict], slow: list[dict] | None = None, rule: Rule = DEFAULT_RULE,
+              synthetic_slowdown_pct: float = 5.0, slow_names: list[str] | None = None) -> dict:
+    """Measure the rule's false alarms and detections on real runs.
+
+    `same`: N >= 2 runs of the same code; every ordered pair is gated (N x (N-1) comparisons
+    per cell) and any flag is a false alarm. With N >= 3, every ordered triple is also gated
+    with the confirmation rerun (the third run as the rerun). The synthetic slowdown multiplies
+    the current runs' times by 1 + synthetic_slowdown_pct / 100 (same pairs and triples). Each
+    `slow` run (an injected slowdown) is gated against every same-code run.
+    Returns {case name: CalibrationCase} plus 'worst_same_low': (lower end in percent, cell).
+    """
+    if len(same) < 2:
+        raise ValueError(f"calibrate needs at least 2 same-code runs, got {len(same)}")
+    factor = 1 + synthetic_slowdown_pct / 100
+    result = {"same": CalibrationCase("same code"),
+              "same_confirmed": CalibrationCase("same code, with the confirmation rerun"),
+              "synthetic": CalibrationCase(f"synthetic +{synthetic_slowdown_pct:g}%"),
+              "synthetic_confirmed": CalibrationCase(f"synthetic +{synthetic_slowdown_pct:g}%, "
+                                                     "with the confirmation rerun")}
+    worst = (-math.inf, "")
+    for base, cur in itertools.permutations(range(len(same)), 2):
+        verdicts = compare(same[base], same[cur], rule)
+        result["same"].add(verdicts, expect_flagged=False)
+        worst = max([worst, *((v.interval_pct[0], short_name(v.test)) for v in verdicts if v.interval_pct)])
+        result["synthetic"].add(compare(same[base], scaled_run(same[cur], factor), rule), expect_flagged=True)
+    for base, cur, rerun in itertools.permutations(range(len(same)), 3):
+        result["same_confirmed"].add(confirmed(same[base], same[cur], same[rerun], rule), expect_flagged=False)
+        result["synthetic_confirmed"].add(
+            confirmed(same[base], scaled_run(same[cur], factor), scaled_run(same[rerun], factor), rule),
+            expect_flagged=True)
+    for i, run in enumerate(slow or []):
+        name = (slow_names or [])[i] if i < len(slow_names or []) else f"slow run {i + 1}"
+        slowdown = (run.get("attn_suite") or {}).get("slowdown")
+        case = result.setdefault(f"slow{i}", CalibrationCase(f"injected slowdown {slowdown} ({name})"))
+        for baseline in same:
+            case.add(compare(baseline, run, rule), expect_flagged=True)
+    result["worst_same_low"] = worst
+    return result
+
+
+def calibration_lines(result: dict, rule: Rule) -> list[str]:
+    """The calibration as terminal lines (also the markdown's list items)."""
+    low, cell = result["worst_same_low"]
+    cases = [value for key, value in result.items() if key != "worst_same_low"]
+    lines = [f"rule: {rule.describe()} ({rule.resamples} resamples, seed {rule.seed})"]
+    lines += [case.line() for case in cases if case.compared]
+    lines.append(f"highest lower end of a same-code interval: {low:+.2f}% ({cell}); threshold "
+                 f"{rule.threshold_pct:g}%, margin {rule.threshold_pct - low:.2f} points")
+    return lines
+
+
+# --- fixed-percentage calibration (pytest-benchmark's --benchmark-compare-fail) ----------
 def spreads(runs: list[dict]) -> dict[str, tuple[list[float], float]]:
     """Per cell that ran in every run: (medians in ms, spread (max - min) / min in percent)."""
     if len(runs) < 2:
@@ -229,39 +563,99 @@ def spread_report(runs: list[dict], names: list[str]) -> tuple[list[str], str]:
 
 
 # --- command line ----------------------------------------------------------------
+def _rule(args) -> Rule:
+    return Rule(threshold_pct=args.threshold, confidence=args.confidence)
+
+
+def _write_json(path: str | None, content: dict) -> None:
+    if path:
+        Path(path).write_text(json.dumps(content, indent=1) + "\n", encoding="utf-8")
+
+
 def _run_compare(args) -> int:
+    rule = _rule(args)
     if args.storage:
         if args.runs:
             raise ValueError("give either --storage DIR or BASELINE CURRENT, not both")
         found = latest_runs(args.storage, 2)
-        if len(found) < 2:
+        if len(found) < 2 and not args.reference:
             what = f"only one run ({found[0]})" if found else "no runs"
             print(f"gate PASS: {what} in {args.storage}; no baseline to compare with yet")
+            _write_json(args.json, {"verdict": "pass", "cells": 0, "flagged": 0, "note": f"{what}: no baseline"})
             return 0
-        base_path, cur_path = found
-    elif len(args.runs) == 2:
-        base_path, cur_path = map(Path, args.runs)
+        if not found:
+            raise ValueError(f"no run in {args.storage} to gate")
+        base_path, cur_paths = (found[0] if len(found) == 2 else None), [found[-1]]
+    elif len(args.runs) >= 2:
+        base_path, *cur_paths = map(Path, args.runs)
     else:
-        raise ValueError("compare needs BASELINE CURRENT (two JSON files) or --storage DIR")
-    current = load_run(cur_path)
-    if not base_path.exists():
-        print(f"gate PASS: no baseline at {base_path}; nothing to compare {cur_path} with "
+        raise ValueError("compare needs BASELINE CURRENT [RERUN ...] (JSON files) or --storage DIR")
+    currents = [load_run(p) for p in cur_paths]
+    against = {}  # label -> (path, run)
+    if base_path is not None and base_path.exists():
+        against["baseline"] = (base_path, load_run(base_path))
+    if args.reference:
+        against["reference"] = (Path(args.reference), load_run(args.reference))
+    cur_names = ", ".join(map(str, cur_paths))
+    if not against:
+        print(f"gate PASS: no baseline at {base_path}; nothing to compare {cur_names} with "
               f"(store this run as the baseline)")
+        _write_json(args.json, {"verdict": "pass", "cells": 0, "flagged": 0, "note": "no baseline"})
         return 0
-    baseline = load_run(base_path)
-    check_comparable(baseline, current, str(base_path), str(cur_path))
-    print(f"baseline {base_path} vs current {cur_path} ({gpu_model(current)})")
-    software = software_differences(baseline, current)
-    for diff in software:
-        print(f"info: software differs: {diff}")
-    verdicts = compare(baseline, current, args.threshold, args.cells)
-    for v in verdicts:
-        print(format_verdict(v, args.threshold))
-    print(summary(verdicts, args.threshold))
+    for path, run in [*against.values(), *zip(cur_paths, currents)]:
+        require_round_times(run, str(path))
+    for path, run in against.values():
+        for cur_path, cur in zip(cur_paths, currents):
+            check_comparable(run, cur, str(path), str(cur_path), args.allow_injected_slowdown)
+    for cur_path, cur in zip(cur_paths[1:], currents[1:]):
+        check_comparable(currents[0], cur, str(cur_paths[0]), str(cur_path))
+
+    comparisons, software = {}, []
+    for label, (path, run) in against.items():
+        print(f"{label} {path} vs current {cur_names} ({gpu_model(currents[0])})")
+        diffs = software_differences(run, currents[0])
+        software += [f"{d} (vs the {label})" for d in diffs]
+        for diff in diffs:
+            print(f"info: software differs: {diff} (vs the {label})")
+        comparisons[label] = compare(run, currents, rule, args.cells)
+        for v in comparisons[label]:
+            print(format_verdict(v, rule))
+    again = rerun_cells(comparisons)
+    rerun_args = rerun_pytest_args(again, run_settings(currents[0]))
+    if again and len(currents) == 1:
+        print(f"{len(again)} cell(s) to confirm: rerun them, then gate again with the rerun's JSON added "
+              f"after CURRENT:\n  python -m pytest {' '.join(_shell_quote(a) for a in rerun_args)} "
+              "--benchmark-json RERUN.json")
+    print(summary(comparisons, rule))
+    files = {"current": cur_names, **{label: str(path) for label, (path, _) in against.items()}}
+    _write_json(args.json, verdict_json(comparisons, rule, files, rerun_args))
     if args.markdown:
-        Path(args.markdown).write_text(
-            gate_markdown(verdicts, args.threshold, str(base_path), str(cur_path), software), encoding="utf-8")
-    return 1 if any(v.failed for v in verdicts) else 0
+        Path(args.markdown).write_text(gate_markdown(comparisons, rule, files, software), encoding="utf-8")
+    return 1 if any(v.failed for vs in comparisons.values() for v in vs) else 0
+
+
+def _shell_quote(arg: str) -> str:
+    return arg if re.fullmatch(r"[\w@%+=:,./-]+", arg) else "'" + arg.replace("'", "'\"'\"'") + "'"
+
+
+def _run_calibrate(args) -> int:
+    rule = _rule(args)
+    same = [load_run(p) for p in args.runs]
+    slow = [load_run(p) for p in args.slow]
+    for path, run in zip([*args.runs, *args.slow], [*same, *slow]):
+        require_round_times(run, path)
+    for path, run in zip(args.runs[1:], same[1:]):
+        check_comparable(same[0], run, args.runs[0], path)
+    for path, run in zip(args.slow, slow):
+        check_comparable(same[0], run, args.runs[0], path, allow_injected_slowdown=True)
+    result = calibrate(same, slow, rule, args.synthetic, slow_names=args.slow)
+    lines = calibration_lines(result, rule)
+    print("\n".join(lines))
+    if args.markdown:
+        md = [f"## Gate calibration over {len(same)} same-code runs", "",
+              "Same-code runs: " + ", ".join(f"`{p}`" for p in args.runs), ""] + [f"- {line}" for line in lines]
+        Path(args.markdown).write_text("\n".join(md) + "\n", encoding="utf-8")
+    return 0
 
 
 def _run_spread(args) -> int:
@@ -282,23 +676,48 @@ def _run_latest(args) -> int:
     return 0
 
 
+def _add_rule_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD_PCT,
+                   help=f"allowed slowdown of a cell's median in percent: a cell fails when its whole interval "
+                        f"lies above it (default {DEFAULT_THRESHOLD_PCT:g})")
+    p.add_argument("--confidence", type=float, default=DEFAULT_CONFIDENCE,
+                   help=f"confidence of the bootstrap interval (default {DEFAULT_CONFIDENCE:g})")
+
+
 def parser() -> argparse.ArgumentParser:
+    """The command line's argument parser."""
     p = argparse.ArgumentParser(prog="python -m attn_bench.gate", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
     c = sub.add_parser("compare", help="gate CURRENT against BASELINE (exit 1 on regression or lost coverage)")
-    c.add_argument("runs", nargs="*", metavar="BASELINE CURRENT", help="two pytest-benchmark JSON files")
-    c.add_argument("--storage", help="compare the two newest autosaved runs in this folder instead")
-    c.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD_PCT,
-                   help=f"allowed slowdown of a cell's median, in percent (default {DEFAULT_THRESHOLD_PCT:g})")
-    c.add_argument("--markdown", metavar="FILE", help="also write the comparison as markdown")
+    c.add_argument("runs", nargs="*", metavar="BASELINE CURRENT [RERUN ...]",
+                   help="pytest-benchmark JSON files: the baseline, then one or more current runs of the same "
+                        "code (a run and confirmation reruns of some of its cells), whose rounds are pooled")
+    c.add_argument("--storage", help="compare the two newest runs (by recorded date) in this folder instead")
+    c.add_argument("--reference", metavar="REF.json",
+                   help="also gate against this fixed reference run (catches drift the rolling baseline lets by)")
+    _add_rule_options(c)
     c.add_argument("--cells", metavar="REGEX",
-                   help="gate only the cells whose test name matches (a subset rerun vs a full baseline)")
+                   help="gate only the cells whose test name matches (a subset rerun vs a full baseline); "
+                        "matching none is an error")
+    c.add_argument("--json", metavar="FILE", help="also write the verdict as JSON")
+    c.add_argument("--markdown", metavar="FILE", help="also write the comparison as markdown")
+    c.add_argument("--allow-injected-slowdown", action="store_true",
+                   help="accept current runs made with --attn-slowdown against a baseline without (tests the gate)")
     c.set_defaults(func=_run_compare)
-    s = sub.add_parser("spread", help="same-code spread of N runs and the threshold it suggests")
+    cal = sub.add_parser("calibrate", help="the rule's false alarms and detections on same-code (and slowed) runs")
+    cal.add_argument("runs", nargs="+", metavar="SAME", help="pytest-benchmark JSON files of the same code (>= 2)")
+    cal.add_argument("--slow", nargs="*", default=[], metavar="SLOW",
+                     help="runs of the same code with --attn-slowdown: every cell should be flagged")
+    cal.add_argument("--synthetic", type=float, default=5.0, metavar="PCT",
+                     help="synthetic slowdown applied to the same-code runs' times (default 5)")
+    _add_rule_options(cal)
+    cal.add_argument("--markdown", metavar="FILE", help="also write the calibration as markdown")
+    cal.set_defaults(func=_run_calibrate)
+    s = sub.add_parser("spread", help="same-code spread of N runs and the fixed threshold it suggests")
     s.add_argument("runs", nargs="+", metavar="RUN", help="pytest-benchmark JSON files of the same code")
     s.add_argument("--markdown", metavar="FILE", help="also write the spreads as markdown")
     s.set_defaults(func=_run_spread)
-    latest = sub.add_parser("latest", help="print the newest autosaved run in a storage folder (nothing if none)")
+    latest = sub.add_parser("latest", help="print the newest run (by recorded date) in a storage folder")
     latest.add_argument("storage", metavar="DIR")
     latest.set_defaults(func=_run_latest)
     return p

@@ -6,6 +6,7 @@ their full pytest node id, which is also what `--benchmark-compare` matches on.
 from __future__ import annotations
 
 import json
+from datetime import datetime, timezone
 from pathlib import Path
 
 RUN_GLOB = "[0-9][0-9][0-9][0-9]_*.json"  # pytest-benchmark's autosaved file names
@@ -41,7 +42,51 @@ def gpu_model(run: dict) -> str:
 
 
 def median_ms(bench: dict) -> float:
+    """A cell's median step time in milliseconds."""
     return bench["stats"]["median"] * 1e3
+
+
+def round_times_s(bench: dict) -> list[float] | None:
+    """The cell's per-round step times in seconds (`stats.data`), None if the run did not keep them.
+
+    pytest-benchmark divides each round's time by its `iterations` (training steps per round),
+    so these are per-step times whatever the number of steps per round. `--benchmark-json`
+    always keeps them; autosaved runs only with `--benchmark-save-data`.
+    """
+    data = bench["stats"].get("data")
+    return list(data) if data else None
+
+
+# What must be equal for two runs' step times to be comparable: the run-level settings in
+# `attn_suite` and the per-cell ones that pytest-benchmark and the harness record.
+RUN_SETTINGS = ("profile", "rounds", "warmup", "slowdown")
+CELL_SETTINGS = {"iterations": ("stats", "iterations"), "steps_per_round": ("extra_info", "steps_per_round")}
+
+
+def run_settings(run: dict) -> dict:
+    """The timing settings a run recorded: {name: value}; a setting it did not record is absent.
+
+    Run-level: profile, rounds, warmup, slowdown. Per cell: iterations (pytest-benchmark's steps
+    per round) and steps_per_round (the harness's), given as the one value all cells share, or a
+    sorted tuple when they differ.
+    """
+    suite = run.get("attn_suite") or {}
+    settings = {name: suite[name] for name in RUN_SETTINGS if suite.get(name) is not None}
+    for name, (section, key) in CELL_SETTINGS.items():
+        values = {(b.get(section) or {}).get(key) for b in run["benchmarks"]} - {None}
+        if values:
+            settings[name] = values.pop() if len(values) == 1 else tuple(sorted(values))
+    return settings
+
+
+def recorded_date(run: dict, path: str | Path) -> datetime:
+    """When the run was saved (pytest-benchmark's `datetime`, UTC); RunFileError if unrecorded."""
+    text = run.get("datetime")
+    try:
+        date = datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+    except ValueError:
+        raise RunFileError(f"{path}: no valid recorded date ('datetime': {text!r})") from None
+    return date if date.tzinfo else date.replace(tzinfo=timezone.utc)
 
 
 def short_name(fullname: str) -> str:
@@ -82,8 +127,11 @@ def _first_line(text: str | None) -> str:
 def latest_runs(folder: str | Path, count: int) -> list[Path]:
     """The `count` newest autosaved runs under `folder` (any machine-id subfolder), oldest first.
 
-    Newest = highest NNNN prefix, as pytest-benchmark numbers them; a missing folder has none.
+    Newest = latest recorded date (the JSON's `datetime`). pytest-benchmark's NNNN prefix only
+    counts within one machine-id folder, which changes with the Python version, so it cannot
+    order runs across folders. A missing folder has none; an unreadable run is a RunFileError.
     """
     folder = Path(folder)
-    files = sorted(folder.rglob(RUN_GLOB), key=lambda p: (p.name, str(p))) if folder.is_dir() else []
-    return files[-count:] if count else []
+    files = folder.rglob(RUN_GLOB) if folder.is_dir() else []
+    by_date = sorted((recorded_date(load_run(path), path), str(path), path) for path in files)
+    return [path for _, _, path in by_date[-count:]] if count else []
