@@ -37,7 +37,7 @@ pinned run as well as against the rolling baseline, with the same rule, so slow 
 each rolling step lets through fails once it adds up to the threshold. No baseline (missing
 file, empty storage) and no reference passes and says so.
 
-Measured on the H200 (`results/h200/`: runs of native, sdpa_cudnn, flex and fa4, plain, both
+Measured on the H200 (`results/h200/2026-11-30/`: runs of native, sdpa_cudnn, flex and fa4, plain, both
 lengths, both modes: 16 cells, 20 rounds of 1 step each, the session of 2026-11-30), with the
 defaults (2 %, 95 %, 2000 resamples), by
 `python -m attn_bench.gate calibrate g-same-1.json g-same-2.json g-same-3.json --slow g-slow.json g-slow15.json`:

@@ -10,7 +10,7 @@
    recorded wall time (`attn_suite["cell_wall_s"]`, written by this runner), else
    `first_step_s + (rounds + warm-up) x steps per round x median`. Cells no run has measured
    use the cost model below, scaled by measured / modelled over the cells that have both.
-   The cost model, from the H200 runs of 2026-11-30 (`results/h200/walltimes.txt`: 26 cells of
+   The cost model, from the H200 runs of 2026-11-30 (`results/h200/2026-11-30/walltimes.txt`: 26 cells of
    seq 196 took 597 s, 26 of seq 3136 took 310 s; compiled cells' first steps take 2-21 s
    against 0.2 s eager, so compiled is taken as twice eager):
 

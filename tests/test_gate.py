@@ -1,5 +1,5 @@
 """The regression gate on real smoke-profile runs (rerun passes, slowdown fails, lost coverage,
-other GPU refused, bad baseline files), its statistical rule on the H200 runs in results/h200/,
+other GPU refused, bad baseline files), its statistical rule on the H200 runs in results/h200/2026-11-30/,
 and the faults of issue 13 (run order, empty selection, unlike settings, reference baseline)."""
 import copy
 import itertools
@@ -23,7 +23,7 @@ CELLS = ("--attn-variant", "plain", "--attn-seq-len", "196", "--attn-mode", "eag
 # (The H200 threshold comes from `python -m attn_bench.gate calibrate`, not from these numbers.)
 CPU_THRESHOLD = "150"
 SLOWDOWN = "5.0"
-H200 = ROOT / "results" / "h200"
+H200 = ROOT / "results" / "h200" / "2026-11-30"
 
 
 def _check(proc):
@@ -395,7 +395,7 @@ def test_rerun_arguments_select_exactly_the_cells():
     assert collected == cells, proc.stdout + proc.stderr
 
 
-# --- the rule on the H200 runs of 2026-11-30 (results/h200/, 20 rounds of 1 step) ------------
+# --- the rule on the H200 runs of 2026-11-30 (results/h200/2026-11-30/, 20 rounds of 1 step) ------------
 def test_h200_same_code_pairings_flag_nothing_and_slowdowns_are_caught():
     """The measured rates in README and the gate's docstring."""
     same = [gate.load_run(H200 / f"g-same-{i}.json") for i in (1, 2, 3)]

@@ -12,7 +12,7 @@ CUDNN_LIB=$(python3 -c "import nvidia.cudnn, os; print(os.path.join(list(nvidia.
 in_env() {  # in_env "SETS" CMD...: run CMD with those library sets on the path
   local sets=$1; shift
   ( for s in $sets; do . /root/gpu/env-$s; done; export PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH}
-    # TE must load torch's bundled cuDNN, not the system's (results/h200/README.md, session 2)
+    # TE must load torch's bundled cuDNN, not the system's (results/h200/2026-11-30/README.md, session 2)
     [[ " $sets " == *" te "* ]] && export LD_LIBRARY_PATH=$CUDNN_LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
     "$@" )
 }

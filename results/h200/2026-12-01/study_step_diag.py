@@ -1,4 +1,4 @@
-"""Diagnose the suite's training step against the study's, on a GPU (results/h200/study-step/).
+"""Diagnose the suite's training step against the study's, on a GPU (results/h200/2026-12-01/study-step-diag.txt).
 
 1. The residual add in both operand orders (bf16 + fp32 as the study writes it, fp32 + bf16
    as the suite did), forward and backward at (128, 196, 1024): CUDA time per kernel.
@@ -6,7 +6,7 @@
    (model.TrainStep, regional compile), the suite's previous block order, and the study's own
    model and loop (study.py, whole-model torch.compile), eager and compiled.
 
-    python scripts/study_step_diag.py [--impls native,sdpa_cudnn] [--seq-lens 196,3136] [--steps 15]
+    PYTHONPATH=. python results/h200/2026-12-01/study_step_diag.py [--impls native,sdpa_cudnn] [--seq-lens 196,3136] [--steps 15]
 """
 from __future__ import annotations
 
