@@ -12,15 +12,20 @@ import torch
 from attn_impls import REGISTRY, AttnFn, AttnImpl, AttnShape, Unsupported, get_impl
 from attn_impls.registry import VARIANTS
 
-from . import envinfo, parity
-from .kernels import check_kernels, profiled_names
+from . import envinfo, kernel_bench, parity
+from .kernel_bench import DIRECTIONS, SyncedRounds
+from .kernels import check_kernels, own_names_visible, profiled_names
 from .model import (
     CONFIGS,
     SEQ_LENS,
+    TIMED_MATMUL_PRECISION,
+    InferStep,
     TrainStep,
     VitConfig,
     build_model,
     compile_blocks,
+    float32_matmul_precision,
+    forward_flops,
     get_config,
     synchronize,
     synthetic_batch,
@@ -49,14 +54,18 @@ class CellSkip(Exception):
 
 @dataclass(frozen=True)
 class Cell:
+    """One benchmark cell; `direction` ("fwd" or "fwd_bwd") only in attention-kernel cells."""
+
     impl: AttnImpl
     variant: str
     seq_len: int
     mode: str
+    direction: str = ""
 
     @property
     def name(self) -> str:
-        return f"{self.impl.id}-{self.variant}-{self.seq_len}-{self.mode}"
+        name = f"{self.impl.id}-{self.variant}-{self.seq_len}-{self.mode}"
+        return f"{name}-{self.direction}" if self.direction else name
 
 
 @dataclass
@@ -70,7 +79,10 @@ class Suite:
     bare_loop: bool = False
     study: bool = False
     slowdown: float = 0.0
+    # Measured once per session by the first attention-kernel cell on CUDA (`matmul_peak`).
+    matmul_peak_tflops: float | None = None
     _attention_parity: dict = field(default_factory=dict)
+    _model_parity: dict = field(default_factory=dict)
     _references: dict = field(default_factory=dict)
 
     def config(self, seq_len: int) -> VitConfig:
@@ -80,18 +92,28 @@ class Suite:
         cfg = self.config(seq_len)
         return AttnShape(cfg.heads, cfg.head_dim, seq_len, self.device)
 
-    def cell(self, impl_id: str, variant: str, seq_len: int, mode: str) -> Cell:
-        """The cell for these names; CellSkip with the reason if it cannot run here."""
+    def cell(self, impl_id: str, variant: str, seq_len: int, mode: str, backward: bool = True) -> Cell:
+        """The cell for these names; CellSkip with the reason if it cannot run here.
+
+        `backward=False` for cells that run no backward pass (inference, attention fwd): an
+        implementation without a backward on this device may still run them.
+        """
         impl = get_impl(impl_id)
         validate_choice("variant", variant, VARIANTS)
         validate_choice("mode", mode, MODES)
         validate_choice("seq_len", seq_len, SEQ_LENS)
-        reason = impl.unsupported_reason(variant, self.device, backward=True)
+        reason = impl.unsupported_reason(variant, self.device, backward=backward)
         if mode == "compiled" and not reason and not impl.compile:
             reason = f"{impl.id} does not run under torch.compile"
         if reason:
             raise CellSkip(reason)
         return Cell(impl, variant, seq_len, mode)
+
+    def attention_cell(self, impl_id: str, variant: str, seq_len: int, mode: str, direction: str) -> Cell:
+        """The attention-kernel cell for these names; CellSkip with the reason if it cannot run here."""
+        validate_choice("direction", direction, DIRECTIONS)
+        cell = self.cell(impl_id, variant, seq_len, mode, backward=direction == "fwd_bwd")
+        return dataclasses.replace(cell, direction=direction)
 
     # --- parity -----------------------------------------------------------------
     def attention_parity(self, cell: Cell, attention: AttnFn) -> parity.ParityReport:
@@ -143,6 +165,48 @@ class Suite:
         release_memory(self.device)
         return report
 
+    def model_parity_once(self, cell: Cell, attention: AttnFn) -> parity.ParityReport:
+        """`model_parity`, memoized per (impl, variant, seq_len, mode) like `attention_parity`: for
+        the tests that need only its verdict (inference cells, test_model_parity). Training cells
+        run their own, whose first step is their compile time."""
+        key = (cell.impl.id, cell.variant, cell.seq_len, cell.mode)
+        if key not in self._model_parity:
+            self._model_parity[key] = self.model_parity(cell, attention)
+        return self._model_parity[key]
+
+    def infer_model_parity(self, cell: Cell, attention: AttnFn) -> parity.ParityReport:
+        """The model-level gate of an inference cell.
+
+        Where the implementation has a backward on this device, it is the training cells'
+        check (`model_parity_once`: a training step of the parity models, gradients
+        included): the stronger test of the same callable, and a cell then passes or fails
+        the same way in both tests. A forward-only check of the logits misses what the
+        gradients catch: on CPU (smoke, 196) the 2 % scale error of tests/test_power.py used
+        0.55-0.61 of its logit limit, while every other wrong attention there used 6-92x.
+        Where there is no backward (flex on CPU), the forward-only equivalent is all there is:
+        the logits of an inference forward of the same parity models
+        (`parity.check_model_forward`) against the same references and logit limits; the
+        attention-level check then runs forward-only too.
+        """
+        if self.has_backward(cell.impl):
+            return self.model_parity_once(cell, attention)
+        report = parity.check_model_forward(f"model {cell.name}", attention, cell.impl.layout,
+                                            self.model_references(cell.variant, cell.seq_len), self.device,
+                                            compiled=cell.mode == "compiled")
+        release_memory(self.device)
+        return report
+
+    def has_backward(self, impl: AttnImpl) -> bool:
+        """Whether `impl` has a backward pass on this suite's device."""
+        return impl.backward and (self.device != "cpu" or impl.cpu_backward)
+
+    def matmul_peak(self) -> float:
+        """The GPU's bf16 dense matmul TFLOP/s, measured on the first call of the session (CUDA only)."""
+        if self.matmul_peak_tflops is None:
+            self.matmul_peak_tflops, _ = kernel_bench.matmul_peak_tflops(self.device)
+            release_memory(self.device)
+        return self.matmul_peak_tflops
+
     # --- building and running ---------------------------------------------------
     def new_step(self, cell: Cell, attention: AttnFn) -> TrainStep:
         """A fresh timed training step of `cell` (timm's init) with the cell's `attention`."""
@@ -160,9 +224,13 @@ class Suite:
         message that says what and by how much; the cell is then not timed.
         Raises CellSkip when the library refuses the inputs (adapters raise Unsupported).
         """
+        return self._guarded(cell, self._run_cell, benchmark)
+
+    def _guarded(self, cell: Cell, run, benchmark) -> dict:
+        """`run(cell, benchmark)`, with Unsupported as CellSkip and out of memory as CellFailure."""
         failure = None
         try:
-            return self._run_cell(cell, benchmark)
+            return run(cell, benchmark)
         except Unsupported as e:
             raise CellSkip(str(e)) from None
         except torch.OutOfMemoryError as e:
@@ -174,10 +242,14 @@ class Suite:
         failure += f" | {memory_summary(self.device)}"
         raise CellFailure(failure)
 
-    def _run_cell(self, cell: Cell, benchmark) -> dict:
+    def _fresh_cell(self) -> None:
+        """Forget the previous cell's compiled graphs and counters; free its memory."""
         torch._dynamo.reset()
         torch._dynamo.utils.counters.clear()  # reset() keeps them: graph breaks are per cell
         release_memory(self.device)
+
+    def _run_cell(self, cell: Cell, benchmark) -> dict:
+        self._fresh_cell()
         # One attention callable per cell: the parity checks test the callable that is timed.
         attention = cell.impl.factory(cell.variant, self.shape(cell.seq_len))
         # The cell's first training step (its compile, autotuning and JIT) happens in here.
@@ -278,6 +350,185 @@ class Suite:
             "study_mean_ms": result["mean_ms"],
             "vs_study_pct": (median_s * 1e3 / result["median_ms"] - 1) * 100,
         }
+
+    # --- inference and attention-kernel cells ----------------------------------
+    def new_infer_step(self, cell: Cell, attention: AttnFn) -> InferStep:
+        """A fresh inference forward of `cell`'s full ViT (timm's init) on the training batch."""
+        cfg = self.config(cell.seq_len)
+        model = build_model(cfg, attention, cell.impl.layout, self.device)
+        if cell.mode == "compiled":
+            compile_blocks(model)
+        images, _ = synthetic_batch(cfg, self.device)
+        return InferStep(model, images, self.device)
+
+    def run_infer_cell(self, cell: Cell, benchmark) -> dict:
+        """Parity gate (`infer_model_parity`, `attention_parity`), kernel check (forward),
+        then time one inference forward of the cell's full ViT with pytest-benchmark, in
+        rounds of STEPS_PER_ROUND forwards with one synchronize each.
+
+        The batch is the training batch of the cell's config, so that images/s compare with
+        the training cell's. Raises CellFailure and CellSkip as `run_cell` does.
+        """
+        return self._guarded(cell, self._run_infer_cell, benchmark)
+
+    def _run_infer_cell(self, cell: Cell, benchmark) -> dict:
+        self._fresh_cell()
+        attention = cell.impl.factory(cell.variant, self.shape(cell.seq_len))
+        model_report = self.infer_model_parity(cell, attention)
+        if not model_report.ok:
+            raise CellFailure(model_report.summary())
+        report = self.attention_parity(cell, attention)
+        if not report.ok:
+            raise CellFailure(report.summary())
+
+        cfg = self.config(cell.seq_len)
+        step = self.new_infer_step(cell, attention)
+        first_step_s = kernel_bench.seconds_per_call(step, self.device, calls=1)  # compiles in compiled cells
+        compile_cache = inductor_cache_state()
+        names = profiled_names(SyncedRounds(step, self.device), self.device)
+        kernels = check_kernels(cell.impl, names, backward=False, variant=cell.variant,
+                                own_visible=own_names_visible(cell.impl, self.device))
+        if not kernels.ok:
+            raise CellFailure(kernels.explain())
+        steps = STEPS_PER_ROUND[self.profile]
+        timing = self._time_rounds(step, steps, benchmark, f"infer-{cell.seq_len}-{cell.mode}")
+        if not bool(torch.isfinite(step.last_logits).all()):
+            raise CellFailure(f"{cell.name}: logits became NaN or inf during timing")
+
+        info = {
+            **self._cell_fields(cell),
+            "depth": cfg.depth,
+            "first_step_s": first_step_s,
+            "compile_cache": compile_cache,
+            "graph_breaks": sum(torch._dynamo.utils.counters["graph_break"].values()),
+            "model_flops": forward_flops(cfg),
+            **kernels.as_dict(),
+            "parity": report.as_dict(),
+            "model_parity": model_report.as_dict(),
+            "numerics": envinfo.numerics(step.precision),
+            **timing,
+            "steps_per_round": steps,
+        }
+        if not benchmark.disabled:
+            median_s = benchmark.stats.stats.median
+            info.update({
+                "median_ms": median_s * 1e3,
+                "images_per_s": cfg.batch / median_s,
+                "compile_s": first_step_s - median_s,
+                "tflops": forward_flops(cfg) / median_s / 1e12,
+            })
+        benchmark.extra_info.update(info)
+        return info
+
+    def run_attention_cell(self, cell: Cell, benchmark) -> dict:
+        """Attention parity (the memoized `attention_parity` of the training cells), kernel
+        check, then time the attention call alone (`kernel_bench.attention_call`: the cell's
+        (batch, heads, seq_len, head_dim), bf16, in the implementation's layout; compiled in
+        compiled cells) with pytest-benchmark, in rounds of calls lasting at least
+        `kernel_bench.ROUND_TARGET_S` with one synchronize each, at float32 matmul precision
+        "high" as in a training step. On CUDA also a bare median of the same call
+        (`kernel_bench.bare_median_ms`) and the session's matmul peak (`matmul_peak`).
+
+        Raises CellFailure and CellSkip as `run_cell` does.
+        """
+        return self._guarded(cell, self._run_attention_cell, benchmark)
+
+    def _run_attention_cell(self, cell: Cell, benchmark) -> dict:
+        self._fresh_cell()
+        shape, cfg = self.shape(cell.seq_len), self.config(cell.seq_len)
+        attention = cell.impl.factory(cell.variant, shape)
+        report = self.attention_parity(cell, attention)
+        if not report.ok:
+            raise CellFailure(report.summary())
+
+        backward = cell.direction == "fwd_bwd"
+        call = kernel_bench.attention_call(attention, cell.impl.layout, cfg.batch, shape, cell.direction,
+                                           compiled=cell.mode == "compiled")
+        cuda, bare = self.device.startswith("cuda"), None
+        with float32_matmul_precision(TIMED_MATMUL_PRECISION):
+            first_call_s = kernel_bench.seconds_per_call(call, self.device, calls=1)  # compiles in compiled cells
+            compile_cache = inductor_cache_state()
+            names = profiled_names(SyncedRounds(call, self.device), self.device)
+            kernels = check_kernels(cell.impl, names, backward=backward, variant=cell.variant,
+                                    own_visible=own_names_visible(cell.impl, self.device))
+            if not kernels.ok:
+                raise CellFailure(kernels.explain())
+            calls = kernel_bench.size_rounds(call, self.device)
+            group = f"attention-{cell.seq_len}-{cell.mode}-{cell.direction}"
+            timing = self._time_rounds(call, calls, benchmark, group)
+            if not bool(torch.isfinite(call.last_out).all()):
+                raise CellFailure(f"{cell.name}: output became NaN or inf during timing")
+            if cuda and not benchmark.disabled:
+                bare = kernel_bench.bare_median_ms(call, self.device)
+
+        flops = kernel_bench.attention_flops(cfg.batch, cfg.heads, cell.seq_len, cfg.head_dim, cell.direction)
+        info = {
+            **self._cell_fields(cell),
+            "direction": cell.direction,
+            "first_call_s": first_call_s,
+            "compile_cache": compile_cache,
+            "graph_breaks": sum(torch._dynamo.utils.counters["graph_break"].values()),
+            "flops": flops,
+            **kernels.as_dict(),
+            "parity": report.as_dict(),
+            "numerics": envinfo.numerics(TIMED_MATMUL_PRECISION),
+            **timing,
+            "calls_per_round": calls,
+        }
+        if cell.variant == "neighborhood":
+            info["tile_density"] = kernel_bench.neighborhood_tile_density(cell.seq_len)
+        if not benchmark.disabled:
+            median_s = benchmark.stats.stats.median
+            tflops = flops / median_s / 1e12
+            info.update(median_ms=median_s * 1e3, tflops=tflops, compile_s=first_call_s - median_s)
+            if cell.variant == "neighborhood":
+                info["tflops_effective"] = tflops * info["tile_density"]
+            if bare:
+                bare_ms, instrument = bare
+                info.update({
+                    "do_bench_ms": bare_ms,
+                    "do_bench_instrument": instrument,
+                    "vs_do_bench_pct": (median_s * 1e3 / bare_ms - 1) * 100,
+                    "pct_of_matmul_peak": tflops / self.matmul_peak() * 100,
+                })
+        benchmark.extra_info.update(info)
+        return info
+
+    def _cell_fields(self, cell: Cell) -> dict:
+        """The fields that name a cell and its shape in extra_info."""
+        cfg = self.config(cell.seq_len)
+        return {"impl": cell.impl.id, "library": cell.impl.library, "variant": cell.variant,
+                "seq_len": cell.seq_len, "mode": cell.mode, "profile": self.profile, "device": self.device,
+                "batch": cfg.batch, "heads": cfg.heads, "head_dim": cfg.head_dim}
+
+    def _time_rounds(self, fn, calls: int, benchmark, group: str) -> dict:
+        """Time `fn` with `benchmark.pedantic` in rounds of `calls` calls ending with one
+        synchronize, after `self.warmup` such rounds; returns the timing fields of extra_info.
+
+        With --attn-slowdown, `fn` is followed by the injected work and synchronized every call;
+        with --attn-bare-loop, the same rounds are also timed by a bare perf_counter loop, half
+        before and half after the timed ones (as in training cells).
+        """
+        work, injected_ms = fn, 0.0
+        if self.slowdown:
+            work, injected_ms = slowed_down(SyncedRounds(fn, self.device), self.slowdown, self.device)
+
+        def rounds():  # a fresh count per phase: each phase's first round starts aligned
+            return SyncedRounds(work, self.device, calls)
+
+        bare_before = bare_round_ms(rounds(), calls, self.rounds // 2) if self.bare_loop else []
+        if self.device.startswith("cuda"):
+            torch.cuda.reset_peak_memory_stats(self.device)
+        benchmark.group = group
+        benchmark.pedantic(rounds(), rounds=self.rounds, warmup_rounds=self.warmup, iterations=calls)
+        synchronize(self.device)  # pytest-benchmark makes one more call after looped rounds
+        timing = {"peak_gib": peak_gib(self.device), "injected_slowdown_ms": injected_ms}
+        if self.bare_loop:
+            bare_after = bare_round_ms(rounds(), calls, self.rounds - self.rounds // 2)
+            timing.update(bare_loop_median_ms=statistics.median(bare_before + bare_after),
+                          bare_loop_before_ms=statistics.median(bare_before or bare_after),
+                          bare_loop_after_ms=statistics.median(bare_after))
+        return timing
 
 
 def inductor_cache_state() -> str:

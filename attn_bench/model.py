@@ -166,8 +166,19 @@ class TrainStep:
         self.opt = torch.optim.SGD(model.parameters())
         self.last_loss: torch.Tensor | None = None
         self.last_logits: torch.Tensor | None = None
-        self.sync_every = 1  # synchronize after every n-th call (timed rounds of n steps)
+        self._sync_every = 1
         self._calls = 0
+
+    @property
+    def sync_every(self) -> int:
+        """Synchronize after every n-th call (timed rounds of n steps)."""
+        return self._sync_every
+
+    @sync_every.setter
+    def sync_every(self, n: int) -> None:
+        # Restart the count, so that every later round of n calls ends with the sync
+        # (calls made before, e.g. a profiled step, would otherwise shift it mid-round).
+        self._sync_every, self._calls = n, 0
 
     def __call__(self) -> None:
         with float32_matmul_precision(self.precision):
@@ -184,14 +195,32 @@ class TrainStep:
             synchronize(self.device)
 
 
+class InferStep:
+    """One inference forward: `model.eval()`, `torch.inference_mode()`, and the numerics of
+    TrainStep's forward (bf16 autocast, float32 matmul precision "high"). It does not
+    synchronize (the harness wraps it to time it); `last_logits` holds the latest output.
+    """
+
+    def __init__(self, model: nn.Module, images: torch.Tensor, device: str):
+        self.model, self.images, self.device = model.eval(), images, device
+        self.precision = TIMED_MATMUL_PRECISION
+        self.last_logits: torch.Tensor | None = None
+
+    def __call__(self) -> torch.Tensor:
+        with float32_matmul_precision(self.precision), torch.inference_mode():
+            with torch.autocast(device_type=self.device.split(":")[0], dtype=torch.bfloat16):
+                self.last_logits = self.model(self.images)
+        return self.last_logits
+
+
 def compile_blocks(model: VisionTransformer) -> None:
     """Regional compilation: one compiled graph for the repeated block, reused by all."""
     for block in model.blocks:
         block.compile()
 
 
-def train_step_flops(cfg: VitConfig) -> float:
-    """Model FLOPs of one training step (forward + backward = 3× forward).
+def forward_flops(cfg: VitConfig) -> float:
+    """Model FLOPs of one forward pass of a batch (an inference step).
 
     Counts matmuls only; attention is counted dense (4·S²·dim per image and
     layer) for every variant, so neighborhood cells report dense-equivalent
@@ -201,4 +230,9 @@ def train_step_flops(cfg: VitConfig) -> float:
     per_block = 24 * S * C * C + 4 * S * S * C  # qkv 6SC², proj 2SC², mlp 16SC²; QKᵀ and PV
     patch_embed = 2 * S * 3 * cfg.patch_size**2 * C
     head = 2 * C * cfg.num_classes
-    return 3.0 * cfg.batch * (cfg.depth * per_block + patch_embed + head)
+    return float(cfg.batch * (cfg.depth * per_block + patch_embed + head))
+
+
+def train_step_flops(cfg: VitConfig) -> float:
+    """Model FLOPs of one training step (forward + backward = 3× `forward_flops`)."""
+    return 3.0 * forward_flops(cfg)

@@ -22,7 +22,9 @@ carry weights rescaled by `make_attention_matter` (the timed model keeps timm's
 init). A quantity passes when
     rel_err <= MODEL_FACTOR * max(rel_err of correct bf16 runs) + MODEL_FLOOR
 over native bf16, sdpa_math bf16 (where it has the variant) and native bf16 on
-inputs nudged within bf16 rounding. NaN or inf always fails.
+inputs nudged within bf16 rounding. NaN or inf always fails. Forward only
+(`check_model_forward`, inference cells of implementations without a backward on the
+device): the logits of an inference forward of the same parity models, under the same limit.
 
 Why these constants (smoke profile, CPU, scripts/parity_margins.py and
 tests/test_power.py): the correct bf16 runs differ from each other by at most
@@ -47,7 +49,16 @@ from attn_impls import AttnFn, AttnShape
 from attn_impls.native import attention_math
 from attn_impls.registry import NEIGHBORHOOD_RADIUS, SOFTCAP, neighborhood_mask
 
-from .model import TrainStep, VitConfig, build_model, compile_blocks, merge_heads, split_qkv, synthetic_batch
+from .model import (
+    InferStep,
+    TrainStep,
+    VitConfig,
+    build_model,
+    compile_blocks,
+    merge_heads,
+    split_qkv,
+    synthetic_batch,
+)
 
 FORWARD_FACTOR = 2.0
 GRAD_FACTOR = 3.0
@@ -469,3 +480,21 @@ def check_model(title: str, attention: AttnFn, layout: str, references: list[Mod
                                       bool(torch.isfinite(value).all()), metric="rel L2"))
     note = "limits from correct bf16 runs: " + ", ".join(references[0].baseline_errs)
     return ParityReport(title, checks, note=note, first_step_s=first_step_s or 0.0)
+
+
+def check_model_forward(title: str, attention: AttnFn, layout: str, references: list[ModelReference],
+                        device: str, compiled: bool = False) -> ParityReport:
+    """The model check without a backward (for implementations that have none here): the
+    logits of one inference forward (`InferStep`) of a fresh parity model per reference
+    against the fp32 logits, under `check_model`'s limit for logits."""
+    checks = []
+    for reference in references:
+        model = parity_model(reference.cfg, attention, layout, device, reference.weights, compiled)
+        logits = InferStep(model, reference.images, device)().float()
+        del model
+        checks.append(TensorCheck(f"logits ({reference.name})", relative_error(logits, reference.ref["logits"]),
+                                  reference.limit("logits"), reference.baseline("logits"),
+                                  bool(torch.isfinite(logits).all()), metric="rel L2"))
+    note = ("forward only: logits of the inference forward; limits from correct bf16 runs: "
+            + ", ".join(references[0].baseline_errs))
+    return ParityReport(title, checks, note=note)

@@ -8,7 +8,7 @@ from .report import SINGLE_RUN_LABEL, merge, text_report
 
 
 def terminal_summary(terminalreporter, config) -> None:
-    """Print one table per (seq_len, mode) for this session's cells; nothing if none was timed.
+    """Print the report's tables (a section per test kind) for this session's cells; nothing if none was timed.
 
     The rows are labelled `this run`; the legend gives the session's date, commit, GPU and profile.
     """
@@ -23,6 +23,7 @@ def terminal_summary(terminalreporter, config) -> None:
         "datetime": datetime.now(timezone.utc).isoformat(),
         "benchmarks": benchmarks,
         "attn_suite": {"profile": suite.profile,
+                       "matmul_peak_tflops": suite.matmul_peak_tflops,
                        "skipped": getattr(config, "_attn_skipped", []),
                        "failed": getattr(config, "_attn_failed", [])},
     }

@@ -2,13 +2,18 @@
 
     python -m attn_bench.report RUN.json [RUN2.json ...] [--markdown FILE] [--chart FILE.png]
 
-One table per (seq_len, mode): implementation, variant, the run the row came from, median
-step ms, speedup over the native cell of the *same variant* at the same sequence length
-(`native/<variant>` eager, and in compiled tables also `native/<variant>` compiled), peak
-GiB, TFLOP/s and the kernel that ran; optional columns when the runs recorded them: the
-deviation from the study's own loop (`vs study`) and, in compiled tables, compile seconds
-with the compile cache state. Then the study's comparisons (STUDY_PAIRS) as sentences, the
-skipped and failed cells, and a legend of the runs (file, date, commit, GPU, profile).
+A section per test kind (KINDS: train step, inference step, attention kernel), each with one
+table per (seq_len, mode), and for attention kernels per (seq_len, mode, direction):
+implementation, variant, the run the row came from, median ms (of a step, a forward, or an
+attention call), speedup over the native cell of the *same variant* (and direction) at the
+same sequence length (`native/<variant>` eager, and in compiled tables also
+`native/<variant>` compiled), peak GiB, TFLOP/s and the kernel that ran; optional columns
+when the runs recorded them: images/s (inference), effective TFLOP/s, share of the matmul
+peak and deviation from do_bench (attention kernels), the deviation from the study's own
+loop (`vs study`) and, in compiled tables, compile seconds with the compile cache state.
+Then the study's comparisons of training steps (STUDY_PAIRS) as sentences, the skipped and
+failed cells, and a legend of the runs (file, date, commit, GPU, profile, and the bf16
+matmul peak where measured). The chart shows training-step speedups.
 
 Several runs may be merged (e.g. the PyTorch matrix and a third-party run); a cell present
 in more than one file is taken from the last file that has it. Runs of different GPU models
@@ -24,9 +29,13 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 
 from .kernels import short_kernel_name
-from .runs import RunFileError, cell_params, gpu_model, load_run, outcomes, short_name
+from .runs import RunFileError, gpu_model, load_run, outcomes, short_name
 
 MODE_ORDER = ("eager", "compiled")
+TRAIN, INFER, ATTENTION = "train step", "inference step", "attention kernel"
+# Report sections in order, by test function; attention-kernel ids end with a direction.
+KINDS = {"test_train_step": TRAIN, "test_infer_step": INFER, "test_attention": ATTENTION}
+CELL_KEYS = ("impl", "variant", "seq_len", "mode")
 BASELINE_IMPL = "native"  # speedups are over native/<same variant> at the same seq_len
 # The comparisons the study made: (implementation, variant, baseline implementation pattern
 # (fnmatch), what is being compared). Each baseline matching the pattern that ran at the same
@@ -50,11 +59,15 @@ class RunSource:
     commit: str
     gpu: str
     profile: str
+    matmul_peak_tflops: float | None = None
 
     def legend(self) -> str:
-        """'r1: FILE, DATE, commit ID, GPU, profile P'."""
-        return (f"{self.label}: {self.name}, {self.datetime}, commit {self.commit}, {self.gpu}, "
+        """'r1: FILE, DATE, commit ID, GPU, profile P[, bf16 matmul peak N TFLOP/s]'."""
+        text = (f"{self.label}: {self.name}, {self.datetime}, commit {self.commit}, {self.gpu}, "
                 f"profile {self.profile}")
+        if self.matmul_peak_tflops:
+            text += f", bf16 matmul peak {self.matmul_peak_tflops:.0f} TFLOP/s"
+        return text
 
 
 @dataclass
@@ -82,7 +95,23 @@ def run_source(run: dict, label: str, name: str) -> RunSource:
     if commit_info.get("dirty"):
         commit += " (dirty)"
     return RunSource(label, name, _short_datetime(run.get("datetime")), commit, gpu_model(run),
-                     str(_profile(run)))
+                     str(_profile(run)), (run.get("attn_suite") or {}).get("matmul_peak_tflops"))
+
+
+def cell_kind(fullname: str) -> tuple[str, dict] | None:
+    """(kind, parameters) of a cell's test id, e.g. ('attention kernel', {impl, variant,
+    seq_len, mode, direction}); None for tests that are not cells (e.g. parity tests)."""
+    function, _, rest = short_name(fullname).partition("[")
+    kind = KINDS.get(function)
+    if kind is None or not rest.endswith("]"):
+        return None
+    keys = CELL_KEYS + (("direction",) if kind == ATTENTION else ())
+    parts = rest[:-1].rsplit("-", len(keys) - 1)
+    if len(parts) != len(keys) or not parts[2].isdigit():
+        return None
+    params = dict(zip(keys, parts))
+    params["seq_len"] = int(params["seq_len"])
+    return kind, params
 
 
 def _short_datetime(value: str | None) -> str:
@@ -122,8 +151,8 @@ def merge(runs: list[dict], names: list[str] | None = None, labels: list[str] | 
         merged.runs.append(run_source(run, label, name))
         for state, cells in zip(("ran", "skipped", "failed"), outcomes(run)):
             for test, value in cells.items():
-                if cell_params(test) is None:
-                    continue  # not a train-step cell (e.g. a parity test's skip)
+                if cell_kind(test) is None:
+                    continue  # not a cell (e.g. a parity test's skip)
                 for other in (merged.ran, merged.skipped, merged.failed):
                     other.pop(test, None)
                 getattr(merged, state)[test] = value
@@ -136,8 +165,8 @@ class Row:
     """One cell of a table.
 
     `speedup_eager` is over native/<variant> eager and `speedup_mode` over native/<variant> in
-    the row's own mode, both at the same seq_len (None if that cell did not run). `study_ms`,
-    `compile_s` and `compile_cache` are None when the run did not record them.
+    the row's own mode, both at the same seq_len (and direction) and of the same kind (None if
+    that cell did not run). The optional fields are None when the run did not record them.
     """
 
     impl: str
@@ -152,6 +181,10 @@ class Row:
     study_ms: float | None = None
     compile_s: float | None = None
     compile_cache: str | None = None
+    images_per_s: float | None = None
+    tflops_effective: float | None = None
+    pct_of_matmul_peak: float | None = None
+    vs_do_bench_pct: float | None = None
 
     @property
     def vs_study_pct(self) -> float | None:
@@ -180,18 +213,21 @@ def _compile(row: Row) -> str:
     return f"{row.compile_s:.1f} ({row.compile_cache or 'cache n/a'})"
 
 
-def columns(mode: str, rows: list[Row]) -> list[Column]:
-    """The columns of the (seq_len, `mode`) table holding `rows`.
+def columns(mode: str, rows: list[Row], kind: str = TRAIN) -> list[Column]:
+    """The columns of a table of `kind` in `mode` holding `rows`.
 
     Eager tables have one speedup column; other modes also have the one against native in
-    their own mode. `vs study` appears when a row has the study's median, `compile s` in
-    non-eager tables when a row has a compile cache state.
+    their own mode. Inference tables show images/s. The optional columns appear when a row
+    has their value: `vs study` (the study's median), `compile s` (non-eager tables, a
+    compile cache state), effective TFLOP/s, % of the matmul peak and `vs do_bench`.
     """
     cols = [Column("implementation", lambda r: r.impl, False),
             Column("variant", lambda r: r.variant, False),
             Column("run", lambda r: r.run, False),
-            Column("median ms", lambda r: f"{r.median_ms:.2f}"),
-            Column("speedup vs native/<variant> eager", lambda r: _speedup(r.speedup_eager))]
+            Column("median ms", lambda r: f"{r.median_ms:.2f}")]
+    if kind == INFER:
+        cols.append(Column("images/s", lambda r: _number(r.images_per_s, ".1f")))
+    cols.append(Column("speedup vs native/<variant> eager", lambda r: _speedup(r.speedup_eager)))
     if mode != "eager":
         cols.append(Column(f"speedup vs native/<variant> {mode}", lambda r: _speedup(r.speedup_mode)))
     if any(r.study_ms for r in rows):
@@ -199,8 +235,14 @@ def columns(mode: str, rows: list[Row]) -> list[Column]:
     if mode != "eager" and any(r.compile_cache for r in rows):
         cols.append(Column("compile s (cache)", _compile))
     cols += [Column("peak GiB", lambda r: _number(r.peak_gib, ".2f")),
-             Column("TFLOP/s", lambda r: _number(r.tflops, ".3g")),
-             Column("kernel", lambda r: r.kernel, False)]
+             Column("TFLOP/s", lambda r: _number(r.tflops, ".3g"))]
+    if any(r.tflops_effective for r in rows):
+        cols.append(Column("effective TFLOP/s", lambda r: _number(r.tflops_effective, ".3g")))
+    if any(r.pct_of_matmul_peak for r in rows):
+        cols.append(Column("% of matmul peak", lambda r: _number(r.pct_of_matmul_peak, ".1f", "%")))
+    if any(r.vs_do_bench_pct is not None for r in rows):
+        cols.append(Column("vs do_bench", lambda r: _number(r.vs_do_bench_pct, "+.1f", "%")))
+    cols.append(Column("kernel", lambda r: r.kernel, False))
     return cols
 
 
@@ -213,32 +255,56 @@ def kernel_label(info: dict) -> str:
     return label
 
 
-def _medians(merged: Merged) -> dict[tuple[str, str, int, str], float]:
-    """Median seconds per (impl, variant, seq_len, mode) of every cell that ran."""
+def _medians(merged: Merged) -> dict[tuple, float]:
+    """Median seconds per (kind, impl, variant, seq_len, mode, direction or '') of every cell that ran."""
     out = {}
     for test, bench in merged.ran.items():
-        p = cell_params(test)
-        out[(p["impl"], p["variant"], p["seq_len"], p["mode"])] = bench["stats"]["median"]
+        kind, p = cell_kind(test)
+        out[(kind, p["impl"], p["variant"], p["seq_len"], p["mode"], p.get("direction", ""))] = \
+            bench["stats"]["median"]
     return out
 
 
-def tables(merged: Merged) -> dict[tuple[int, str], list[Row]]:
-    """Rows per (seq_len, mode), fastest first; keys ordered by seq_len, then eager before compiled."""
+def table_key(kind: str, params: dict) -> tuple:
+    """A cell's table within its kind: (seq_len, mode), and for attention kernels (seq_len, mode, direction)."""
+    key = (params["seq_len"], params["mode"])
+    return key + (params["direction"],) if kind == ATTENTION else key
+
+
+def table_title(key: tuple, gpu: str) -> str:
+    """'seq_len 196, eager (GPU)', with the direction of attention-kernel tables."""
+    return f"seq_len {', '.join(map(str, key))} ({gpu})"
+
+
+def kinds(merged: Merged) -> list[str]:
+    """The test kinds that have a cell that ran, in report order."""
+    found = {cell_kind(test)[0] for test in merged.ran}
+    return [kind for kind in KINDS.values() if kind in found]
+
+
+def tables(merged: Merged, kind: str = TRAIN) -> dict[tuple, list[Row]]:
+    """Rows of `kind` per `table_key`, fastest first; keys ordered by seq_len, then eager before
+    compiled, then direction."""
     medians = _medians(merged)
-    groups: dict[tuple[int, str], list[Row]] = {}
+    groups: dict[tuple, list[Row]] = {}
     for test, bench in merged.ran.items():
-        p = cell_params(test)
+        found, p = cell_kind(test)
+        if found != kind:
+            continue
         median = bench["stats"]["median"]
         info = bench.get("extra_info") or {}
-        ref_eager, ref_mode = (medians.get((BASELINE_IMPL, p["variant"], p["seq_len"], mode))
+        direction = p.get("direction", "")
+        ref_eager, ref_mode = (medians.get((kind, BASELINE_IMPL, p["variant"], p["seq_len"], mode, direction))
                                for mode in ("eager", p["mode"]))
-        groups.setdefault((p["seq_len"], p["mode"]), []).append(Row(
+        groups.setdefault(table_key(kind, p), []).append(Row(
             p["impl"], p["variant"], merged.source.get(test, ""), median * 1e3,
             ref_eager / median if ref_eager else None, ref_mode / median if ref_mode else None,
             info.get("peak_gib"), info.get("tflops"), kernel_label(info),
-            info.get("study_median_ms"), info.get("compile_s"), info.get("compile_cache")))
+            info.get("study_median_ms"), info.get("compile_s"), info.get("compile_cache"),
+            info.get("images_per_s"), info.get("tflops_effective"), info.get("pct_of_matmul_peak"),
+            info.get("vs_do_bench_pct")))
     return {key: sorted(groups[key], key=lambda r: r.median_ms)
-            for key in sorted(groups, key=lambda k: (k[0], _mode_rank(k[1])))}
+            for key in sorted(groups, key=lambda k: (k[0], _mode_rank(k[1]), *k[2:]))}
 
 
 @dataclass(frozen=True)
@@ -264,16 +330,16 @@ class Comparison:
 def study_comparisons(merged: Merged, pairs=STUDY_PAIRS) -> dict[tuple[int, str], list[Comparison]]:
     """The `pairs` whose two cells both ran, per (seq_len, mode) in table order."""
     medians = _medians(merged)
-    impls = sorted({impl for impl, *_ in medians})
+    impls = sorted({impl for kind, impl, *_ in medians if kind == TRAIN})
     out: dict[tuple[int, str], list[Comparison]] = {}
     for key in tables(merged):
         seq_len, mode = key
         for impl, variant, pattern, what in pairs:
-            mine = medians.get((impl, variant, seq_len, mode))
+            mine = medians.get((TRAIN, impl, variant, seq_len, mode, ""))
             if mine is None:
                 continue
             for base in impls:
-                theirs = medians.get((base, variant, seq_len, mode))
+                theirs = medians.get((TRAIN, base, variant, seq_len, mode, ""))
                 if base != impl and fnmatchcase(base, pattern) and theirs is not None:
                     out.setdefault(key, []).append(Comparison(
                         seq_len, mode, f"{impl}/{variant}", f"{base}/{variant}", theirs / mine, what))
@@ -281,7 +347,7 @@ def study_comparisons(merged: Merged, pairs=STUDY_PAIRS) -> dict[tuple[int, str]
 
 
 def speedups(merged: Merged) -> dict[tuple[int, str], list[tuple[str, float]]]:
-    """('impl/variant', speedup vs native/<variant> eager) per (seq_len, mode), for the chart."""
+    """('impl/variant', speedup vs native/<variant> eager) per (seq_len, mode) of training steps, for the chart."""
     result = {}
     for key, rows in tables(merged).items():
         bars = [(f"{r.impl}/{r.variant}", r.speedup_eager) for r in rows if r.speedup_eager is not None]
@@ -298,17 +364,25 @@ def _number(value, fmt: str, suffix: str = "") -> str:
     return "n/a" if value is None else format(value, fmt) + suffix
 
 
+def section_title(kind: str) -> str:
+    """'Train steps', 'Inference steps', 'Attention kernels'."""
+    return f"{kind.capitalize()}s"
+
+
 def text_report(merged: Merged) -> str:
-    """Fixed-width tables, the study's comparisons, skipped and failed cells and the run legend."""
+    """Fixed-width tables per test kind, the study's comparisons, skipped and failed cells and the run legend."""
     out = []
-    for (seq_len, mode), rows in tables(merged).items():
-        out.append(f"seq_len {seq_len}, {mode} ({merged.gpu})")
-        cols = columns(mode, rows)
-        cells = [[c.format(row) for c in cols] for row in rows]
-        widths = [max(len(c.header), *(len(r[i]) for r in cells)) for i, c in enumerate(cols)]
-        for row in ([c.header for c in cols], *cells):
-            out.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
-        out.append("")
+    for kind in kinds(merged):
+        title = section_title(kind)
+        out += [f"== {title} ==", ""]
+        for key, rows in tables(merged, kind).items():
+            out.append(table_title(key, merged.gpu))
+            cols = columns(key[1], rows, kind)
+            cells = [[c.format(row) for c in cols] for row in rows]
+            widths = [max(len(c.header), *(len(r[i]) for r in cells)) for i, c in enumerate(cols)]
+            for row in ([c.header for c in cols], *cells):
+                out.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+            out.append("")
     out += _comparison_lines(merged, bullet="  ")
     out += _outcome_lines(merged, bullet="  ")
     out += _legend_lines(merged, bullet="  ")
@@ -316,15 +390,17 @@ def text_report(merged: Merged) -> str:
 
 
 def markdown_report(merged: Merged) -> str:
-    """The same report as markdown: one table per (seq_len, mode), then the other sections."""
+    """The same report as markdown: a section per test kind with its tables, then the other sections."""
     out = []
-    for (seq_len, mode), rows in tables(merged).items():
-        cols = columns(mode, rows)
-        out += [f"### seq_len {seq_len}, {mode} ({merged.gpu})", "",
-                "| " + " | ".join(c.header for c in cols) + " |",
-                "| " + " | ".join("---:" if c.numeric else "---" for c in cols) + " |"]
-        out += ["| " + " | ".join(c.format(row) for c in cols) + " |" for row in rows]
-        out.append("")
+    for kind in kinds(merged):
+        out += [f"## {section_title(kind)}", ""]
+        for key, rows in tables(merged, kind).items():
+            cols = columns(key[1], rows, kind)
+            out += [f"### {table_title(key, merged.gpu)}", "",
+                    "| " + " | ".join(c.header for c in cols) + " |",
+                    "| " + " | ".join("---:" if c.numeric else "---" for c in cols) + " |"]
+            out += ["| " + " | ".join(c.format(row) for c in cols) + " |" for row in rows]
+            out.append("")
     out += _comparison_lines(merged, bullet="- ", heading="### ")
     out += _outcome_lines(merged, bullet="- ", code=True)
     out += _legend_lines(merged, bullet="- ", code=True)
@@ -372,14 +448,15 @@ def _legend_lines(merged: Merged, bullet: str, code: bool = False) -> list[str]:
 
 
 def write_chart(merged: Merged, path: str | Path) -> None:
-    """A PNG with one bar panel per (seq_len, mode): speedup over native/<same variant> eager."""
+    """A PNG with one bar panel per (seq_len, mode) of training steps: speedup over native/<same variant> eager."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     data = speedups(merged)
     if not data:
-        raise ValueError("no cell has a speedup to chart (no native eager cell of its variant in the runs)")
+        raise ValueError("no training-step cell has a speedup to chart (no native eager cell of its variant "
+                         "in the runs)")
     fig, axes = plt.subplots(1, len(data), figsize=(4.5 * len(data), 0.45 * max(map(len, data.values())) + 1.8),
                              squeeze=False)
     for ax, ((seq_len, mode), bars) in zip(axes[0], data.items()):

@@ -10,7 +10,7 @@ library's own `softcap=` argument. No masks: neighborhood is not expressible.
   depending on the release: both are handled.
 - FA4 is JIT-compiled CuTe DSL and registers no custom op; under torch.compile
   it runs outside the graph (`torch.compiler.disable`), with a graph break around
-  it (`graph_breaks` = 1 per compiled fa4/plain cell in results/h200/g-same-*.json).
+  it (`graph_breaks` = 1 per compiled fa4/plain cell in results/h200/2026-11-30/g-same-*.json).
 - flash-attn 2 and flash-attn-4 share the `flash_attn` package name: with only
   FA4 installed, `flash_attn` is a namespace package without `flash_attn_func`.
 """
@@ -32,9 +32,13 @@ from .registry import (
     SOFTCAP,
     AttnImpl,
     AttnShape,
+    SeqLayout,
+    VarlenAttention,
+    VarlenImpl,
     import_reason,
     needs_sm,
     register,
+    register_varlen,
 )
 
 NO_MASK = ("{name}'s flash_attn_func takes no mask, only `causal` and a 1-D `window_size` over the "
@@ -78,7 +82,7 @@ FA2 = register(AttnImpl(
     backward=True, compile=True, kernel_fwd=FA2_FWD, kernel_bwd=FA2_BWD,
     probe=_fa2_probe, factory=_factory("flash_attn"),
     description="flash-attn 2 flash_attn_func", install=FA2_INSTALL,
-    proven_on_hardware=False, variant_limits={"neighborhood": NO_MASK.format(name="flash-attn 2")},
+    variant_limits={"neighborhood": NO_MASK.format(name="flash-attn 2")},
 ))
 
 
@@ -119,3 +123,45 @@ FA4 = register(AttnImpl(
     variant_limits={"neighborhood": "flash-attn-4's flash_attn_func has a CuTe DSL `mask_mod`, which this "
                                     "adapter does not wire (not part of the study)"},
 ))
+
+
+# --- variable-size images (attn_bench/varlen.py) ----------------------------------------------
+# `flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k)` with
+# q, k, v of shape (total_tokens, H, D) ("thd"): every segment of the packed rows (images and
+# padding) is one sequence. The keyword names are the same in FA2, FA3 and FA4; FA3 returns out
+# or (out, lse) by release, FA4 (out, lse).
+
+def _varlen_factory(module: str, outside_graph: bool = False):
+    def factory(shape: AttnShape) -> VarlenAttention:
+        flash_attn_varlen_func = importlib.import_module(module).flash_attn_varlen_func
+
+        def prepare(layout: SeqLayout) -> tuple[torch.Tensor, int]:
+            return layout.cu_seqlens(shape.device), layout.max_seqlen
+
+        def flash_varlen_attention(q_bshd, k_bshd, v_bshd, cu_seqlens_and_max):
+            cu_seqlens, max_seqlen = cu_seqlens_and_max
+            rows, row_len, heads, head_dim = q_bshd.shape
+            q_thd, k_thd, v_thd = (t.reshape(rows * row_len, heads, head_dim) for t in (q_bshd, k_bshd, v_bshd))
+            result = flash_attn_varlen_func(q_thd, k_thd, v_thd, cu_seqlens_q=cu_seqlens, cu_seqlens_k=cu_seqlens,
+                                            max_seqlen_q=max_seqlen, max_seqlen_k=max_seqlen)
+            out_thd = result[0] if isinstance(result, tuple) else result
+            return out_thd.view(rows, row_len, heads, head_dim)
+
+        attend = torch.compiler.disable(flash_varlen_attention) if outside_graph else flash_varlen_attention
+        return VarlenAttention(prepare, attend)
+
+    return factory
+
+
+def _varlen_entry(dense: AttnImpl, module: str, outside_graph: bool = False) -> VarlenImpl:
+    return register_varlen(VarlenImpl(
+        id=dense.id, library=dense.library, packing="packed", kernel_fwd=dense.kernel_fwd,
+        kernel_bwd=dense.kernel_bwd, probe=dense.probe, factory=_varlen_factory(module, outside_graph),
+        description=f"{module}.flash_attn_varlen_func with cu_seqlens over the packed rows",
+        install=dense.install, proven_on_hardware=False,
+    ))
+
+
+VARLEN_FA2 = _varlen_entry(FA2, "flash_attn")
+VARLEN_FA3 = _varlen_entry(FA3, "flash_attn_interface")
+VARLEN_FA4 = _varlen_entry(FA4, "flash_attn.cute", outside_graph=True)

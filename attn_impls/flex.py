@@ -11,7 +11,19 @@ import functools
 
 import torch
 
-from .registry import NEIGHBORHOOD_RADIUS, VARIANTS, AttnImpl, AttnShape, import_reason, register, softcap_scores
+from .registry import (
+    NEIGHBORHOOD_RADIUS,
+    VARIANTS,
+    AttnImpl,
+    AttnShape,
+    SeqLayout,
+    VarlenAttention,
+    VarlenImpl,
+    import_reason,
+    register,
+    register_varlen,
+    softcap_scores,
+)
 
 
 @functools.cache
@@ -64,4 +76,43 @@ FLEX = register(AttnImpl(
     factory=_factory,
     description="FlexAttention, torch.compile'd (score_mod softcap, block_mask neighborhood)",
     cpu_backward=False,
+))
+
+
+# --- variable-size images (attn_bench/varlen.py) ----------------------------------------------
+# The suite's fix for the recompilation hazard (README, "Variable-size images"): every step has
+# the same shapes (rows of the fixed token budget, padding a document of its own), the document
+# ids are a tensor the mask_mod reads, and the BlockMask is rebuilt per step by create_block_mask
+# outside the compiled function. Compiled flex then sees new tensors of the same shapes each step
+# and does not recompile (attn_bench.varlen.FlexLengthHazard measures it).
+
+def document_block_mask(layout: SeqLayout, device):
+    """BlockMask letting each token of the layout's rows attend only to tokens of its own segment."""
+    from torch.nn.attention.flex_attention import create_block_mask
+    document_ids = layout.document_ids(device)
+
+    def same_document(b, h, q_idx, kv_idx):
+        return document_ids[b, q_idx] == document_ids[b, kv_idx]
+
+    return create_block_mask(same_document, layout.rows, None, layout.row_len, layout.row_len, device=device)
+
+
+def _varlen_factory(shape: AttnShape) -> VarlenAttention:
+    flex = _compiled_flex()
+
+    def prepare(layout: SeqLayout):
+        return document_block_mask(layout, shape.device)
+
+    def flex_document_attention(q_bshd, k_bshd, v_bshd, block_mask):
+        out_bhsd = flex(q_bshd.transpose(1, 2), k_bshd.transpose(1, 2), v_bshd.transpose(1, 2),
+                        block_mask=block_mask)
+        return out_bhsd.transpose(1, 2)
+
+    return VarlenAttention(prepare, flex_document_attention)
+
+
+VARLEN_FLEX = register_varlen(VarlenImpl(
+    id="flex", library="torch", packing="packed", kernel_fwd=FLEX.kernel_fwd, kernel_bwd=FLEX.kernel_bwd,
+    probe=FLEX.probe, factory=_varlen_factory, cpu_backward=False, proven_on_hardware=False,
+    description="FlexAttention, torch.compile'd, document block_mask built per step from document ids",
 ))

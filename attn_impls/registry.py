@@ -6,6 +6,7 @@ and `register()` them; nothing else needs editing to add an implementation.
 from __future__ import annotations
 
 import importlib.metadata
+import itertools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -218,3 +219,128 @@ def neighborhood_mask(seq_len: int, device: str | torch.device, radius: int = NE
 def softcap_scores(scores: torch.Tensor) -> torch.Tensor:
     """The soft-capping of the softcap variant: SOFTCAP * tanh(scores / SOFTCAP)."""
     return SOFTCAP * torch.tanh(scores / SOFTCAP)
+
+
+# --- variable-size images: packed sequences (attn_bench/varlen.py) ---------------------------
+
+# "packed": images back to back in rows of a fixed token budget, the rest of a row one padding
+# segment; "padded": one image per row, padded to the longest image of the batch.
+PACKINGS = ("packed", "padded")
+
+
+@dataclass(frozen=True)
+class SeqLayout:
+    """Where the sequences of a varlen batch sit in its (rows, row_len) token grid.
+
+    The segments tile the flattened grid in order, `seqlens[i]` tokens each: an image's
+    patches (`is_image[i]`) or padding. A segment never crosses a row; every token attends
+    only to the tokens of its own segment (padding tokens form segments of their own).
+    """
+
+    rows: int
+    row_len: int
+    seqlens: tuple[int, ...]
+    is_image: tuple[bool, ...]
+
+    def __post_init__(self):
+        if len(self.seqlens) != len(self.is_image) or min(self.seqlens, default=0) < 1:
+            raise ValueError("one positive length and one is_image flag per segment")
+        ends = set(itertools.accumulate(self.seqlens))
+        row_ends = {self.row_len * (r + 1) for r in range(self.rows)}
+        if max(ends) != self.rows * self.row_len or not row_ends <= ends:
+            raise ValueError(f"segments {self.seqlens} do not tile {self.rows} rows of {self.row_len} tokens")
+
+    @property
+    def max_seqlen(self) -> int:
+        return max(self.seqlens)
+
+    def cu_seqlens(self, device) -> torch.Tensor:
+        """(segments + 1,) int32 offsets of the segments in the flattened grid (FlashAttention's cu_seqlens)."""
+        return torch.tensor([0, *itertools.accumulate(self.seqlens)], dtype=torch.int32, device=device)
+
+    def document_ids(self, device) -> torch.Tensor:
+        """(rows, row_len) int64: the index of each token's segment."""
+        lengths = torch.tensor(self.seqlens, device=device)
+        ids = torch.repeat_interleave(torch.arange(len(self.seqlens), device=device), lengths)
+        return ids.view(self.rows, self.row_len)
+
+    def image_tokens(self, device) -> torch.Tensor:
+        """(rows, row_len) bool: True on image tokens, False on padding."""
+        flags = torch.tensor(self.is_image, device=device)
+        return flags[self.document_ids(device)]
+
+
+@dataclass(frozen=True)
+class VarlenAttention:
+    """What a varlen factory returns.
+
+    prepare(layout) runs once per training step, outside compiled regions, and builds what
+    the kernel needs from the step's `SeqLayout` (cu_seqlens, a BlockMask, a mask, ...).
+    attend(q_bshd, k_bshd, v_bshd, prepared) takes views of shape (rows, row_len, H, D) and
+    returns the output in the same shape; every block calls it with the step's `prepared`.
+    """
+
+    prepare: Callable[[SeqLayout], object]
+    attend: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, object], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class VarlenImpl:
+    """One attention implementation over variable-size images (a cell of test_varlen_train_step).
+
+    The fields mean what they mean in `AttnImpl`; in addition `packing` ("packed" or
+    "padded", see PACKINGS) is how the batch's images are laid out in rows, and the factory
+    takes an `AttnShape` (seq_len = the row length) and returns a `VarlenAttention`.
+    `compile_limit`, when set, says why the entry cannot run under torch.compile.
+    """
+
+    id: str
+    library: str
+    packing: str
+    kernel_fwd: str
+    kernel_bwd: str
+    probe: Callable[[str], str]
+    factory: Callable[[AttnShape], VarlenAttention]
+    description: str = ""
+    install: str = ""
+    proven_on_hardware: bool = True
+    cpu_backward: bool = True
+    compile_limit: str = ""
+    # What attn_bench.kernels.check_kernels reads besides the patterns (as on AttnImpl).
+    compiler_may_rewrite: bool = False
+    kernel_variants: Mapping[str, str] = field(default_factory=dict, hash=False)
+
+    def __post_init__(self):
+        if self.packing not in PACKINGS:
+            raise ValueError(f"{self.id}: packing must be one of {PACKINGS}, got {self.packing!r}")
+        if bool(self.kernel_fwd) != bool(self.kernel_bwd):
+            raise ValueError(f"{self.id}: kernel_fwd and kernel_bwd must both be set or both be empty")
+
+    def unsupported_reason(self, device: str, backward: bool = True, compiled: bool = False) -> str:
+        """Why this implementation cannot run on `device` ("" if it can)."""
+        reason = self.probe(device)
+        if not reason and backward and device == "cpu" and not self.cpu_backward:
+            reason = f"{self.id} has no backward pass on CPU"
+        if not reason and compiled and self.compile_limit:
+            reason = f"{self.id} does not run under torch.compile: {self.compile_limit}"
+        return reason
+
+
+VARLEN_REGISTRY: dict[str, VarlenImpl] = {}
+
+
+def register_varlen(impl: VarlenImpl) -> VarlenImpl:
+    if impl.id in VARLEN_REGISTRY:
+        raise ValueError(f"duplicate varlen implementation id {impl.id!r}")
+    VARLEN_REGISTRY[impl.id] = impl
+    return impl
+
+
+def get_varlen_impl(impl_id: str) -> VarlenImpl:
+    """Return the varlen entry named `impl_id`; ValueError listing valid ids if unknown."""
+    try:
+        return VARLEN_REGISTRY[impl_id]
+    except KeyError:
+        raise ValueError(
+            f"unknown varlen implementation {impl_id!r}; valid: {', '.join(VARLEN_REGISTRY)}"
+        ) from None

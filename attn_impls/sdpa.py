@@ -19,11 +19,15 @@ from .registry import (
     CUTLASS_FMHA_FWD,
     AttnImpl,
     AttnShape,
+    SeqLayout,
     Unsupported,
+    VarlenAttention,
+    VarlenImpl,
     needs_cuda,
     needs_sm,
     neighborhood_mask,
     register,
+    register_varlen,
 )
 
 
@@ -90,3 +94,101 @@ SDPA_CUDNN = _entry(
     rf"_scaled_dot_product_cudnn_attention$|{CUDNN_SDPA_FWD}",
     rf"_scaled_dot_product_cudnn_attention_backward$|{CUDNN_SDPA_BWD}", lambda device: needs_sm(device, 8),
     "SDPA cuDNN backend")
+
+
+# --- variable-size images (attn_bench/varlen.py) ----------------------------------------------
+# Layouts: the block passes (rows, row_len, H, D) views (bshd); SDPA takes bhsd. "dense" and
+# "nested" entries run on packed rows; "padded" entries on one image per row, padded to the
+# longest image. Each pins one backend, as the entries above do.
+
+def block_diagonal_mask(layout: SeqLayout, device) -> torch.Tensor:
+    """(rows, 1, S, S) bool: True where query and key tokens are in the same segment."""
+    document_ids = layout.document_ids(device)
+    return (document_ids[:, :, None] == document_ids[:, None, :])[:, None]
+
+
+def key_padding_mask(layout: SeqLayout, device) -> torch.Tensor:
+    """(rows, 1, 1, S) bool: True on a row's image tokens (every query of the row sees them)."""
+    return layout.image_tokens(device)[:, None, None, :]
+
+
+def _masked_varlen_factory(backend: SDPBackend, mask_for):
+    """SDPA pinned to `backend`, with the boolean mask `mask_for(layout, device)` built once per step."""
+    def factory(shape: AttnShape) -> VarlenAttention:
+        def prepare(layout: SeqLayout) -> torch.Tensor:
+            return mask_for(layout, shape.device)
+
+        def sdpa_masked_attention(q_bshd, k_bshd, v_bshd, mask):
+            q_bhsd, k_bhsd, v_bhsd = (t.transpose(1, 2) for t in (q_bshd, k_bshd, v_bshd))
+            with sdpa_kernel([backend]):
+                out_bhsd = F.scaled_dot_product_attention(q_bhsd, k_bhsd, v_bhsd, attn_mask=mask)
+            return out_bhsd.transpose(1, 2)
+
+        return VarlenAttention(prepare, sdpa_masked_attention)
+
+    return factory
+
+
+def _nested_varlen_factory(backend: SDPBackend):
+    """SDPA pinned to `backend` on nested jagged tensors: one sequence per segment of the rows."""
+    def factory(shape: AttnShape) -> VarlenAttention:
+        def prepare(layout: SeqLayout) -> tuple[torch.Tensor, int]:
+            return layout.cu_seqlens(shape.device).long(), layout.max_seqlen
+
+        def sdpa_nested_attention(q_bshd, k_bshd, v_bshd, offsets_and_max):
+            offsets, max_seqlen = offsets_and_max
+            rows, row_len, heads, head_dim = q_bshd.shape
+
+            def jagged_bhjd(t_bshd):
+                # SDPA's jagged path wants contiguous values (torch/nested/_internal/sdpa.py,
+                # "must be contiguous after transposing"): the copy is part of this entry's cost.
+                values_thd = t_bshd.reshape(rows * row_len, heads, head_dim).contiguous()
+                nested = torch.nested.nested_tensor_from_jagged(values_thd, offsets, max_seqlen=max_seqlen)
+                return nested.transpose(1, 2)
+
+            with sdpa_kernel([backend]):
+                out = F.scaled_dot_product_attention(jagged_bhjd(q_bshd), jagged_bhjd(k_bshd), jagged_bhjd(v_bshd))
+            return out.transpose(1, 2).values().view(rows, row_len, heads, head_dim)
+
+        return VarlenAttention(prepare, sdpa_nested_attention)
+
+    return factory
+
+
+def _varlen_entry(impl_id, packing, factory, kernel_fwd, kernel_bwd, probe, description):
+    # No varlen entry has run on a GPU yet (the math ones ran on CPU only).
+    return register_varlen(VarlenImpl(
+        id=impl_id, library="torch", packing=packing, kernel_fwd=kernel_fwd, kernel_bwd=kernel_bwd,
+        probe=probe, factory=factory, description=description, proven_on_hardware=False,
+    ))
+
+
+# The jagged path calls the kernels' own ops, not the aten::_scaled_dot_product_* wrappers.
+NESTED_FLASH_FWD = r"aten::_flash_attention_forward$"
+NESTED_FLASH_BWD = r"aten::_flash_attention_backward$"
+VARLEN_SDPA_DENSE_EFFICIENT = _varlen_entry(
+    "sdpa_dense_efficient", "packed", _masked_varlen_factory(SDPBackend.EFFICIENT_ATTENTION, block_diagonal_mask),
+    SDPA_EFFICIENT.kernel_fwd, SDPA_EFFICIENT.kernel_bwd, needs_cuda,
+    "SDPA efficient backend, dense (rows, 1, S, S) block-diagonal boolean mask over each packed row")
+VARLEN_SDPA_DENSE_MATH = _varlen_entry(
+    "sdpa_dense_math", "packed", _masked_varlen_factory(SDPBackend.MATH, block_diagonal_mask),
+    "", "", lambda device: "", "SDPA math backend, dense block-diagonal boolean mask over each packed row")
+VARLEN_SDPA_NESTED_FLASH = _varlen_entry(
+    "sdpa_nested_flash", "packed", _nested_varlen_factory(SDPBackend.FLASH_ATTENTION),
+    NESTED_FLASH_FWD, NESTED_FLASH_BWD, lambda device: needs_sm(device, 8),
+    "SDPA flash backend on nested jagged tensors (torch.nested.nested_tensor_from_jagged), one per segment")
+VARLEN_SDPA_NESTED_EFFICIENT = _varlen_entry(
+    "sdpa_nested_efficient", "packed", _nested_varlen_factory(SDPBackend.EFFICIENT_ATTENTION),
+    CUTLASS_FMHA_FWD, CUTLASS_FMHA_BWD, needs_cuda,
+    "SDPA efficient backend on nested jagged tensors, one per segment")
+VARLEN_SDPA_NESTED_MATH = _varlen_entry(
+    "sdpa_nested_math", "packed", _nested_varlen_factory(SDPBackend.MATH),
+    "", "", lambda device: "", "SDPA math backend on nested jagged tensors (it loops over the sequences)")
+VARLEN_PADDED_EFFICIENT = _varlen_entry(
+    "padded_efficient", "padded", _masked_varlen_factory(SDPBackend.EFFICIENT_ATTENTION, key_padding_mask),
+    SDPA_EFFICIENT.kernel_fwd, SDPA_EFFICIENT.kernel_bwd, needs_cuda,
+    "baseline: every image padded to the longest, SDPA efficient backend with a key-padding mask")
+VARLEN_PADDED_MATH = _varlen_entry(
+    "padded_math", "padded", _masked_varlen_factory(SDPBackend.MATH, key_padding_mask),
+    "", "", lambda device: "",
+    "baseline: every image padded to the longest, SDPA math backend with a key-padding mask")

@@ -28,11 +28,15 @@ from .registry import (
     SOFTCAP,
     AttnImpl,
     AttnShape,
+    SeqLayout,
     Unsupported,
+    VarlenAttention,
+    VarlenImpl,
     import_reason,
     needs_sm,
     neighborhood_mask,
     register,
+    register_varlen,
 )
 
 INSTALL = "pip install --no-build-isolation 'attn-bench[te]'"
@@ -178,13 +182,13 @@ def _make_factory(backend: str):
     return factory
 
 
-def _entry(backend, kernel_fwd, kernel_bwd, description, proven=False):
+def _entry(backend, kernel_fwd, kernel_bwd, description):
     return register(AttnImpl(
         id=f"te_{backend}", library="transformer-engine", layout="bshd",
         variants=("plain", "softcap", "neighborhood"), backward=True, compile=True,
         kernel_fwd=kernel_fwd, kernel_bwd=kernel_bwd,
         probe=functools.partial(_probe, backend), factory=_make_factory(backend),
-        description=description, install=INSTALL, proven_on_hardware=proven,
+        description=description, install=INSTALL,
     ))
 
 
@@ -192,6 +196,54 @@ def _entry(backend, kernel_fwd, kernel_bwd, description, proven=False):
 TE_FLASH = _entry("flash", f"{FA2_FWD}|{FA3_FWD}|{FA4_FWD}", f"{FA2_BWD}|{FA3_BWD}|{FA4_BWD}",
                   "TE DotProductAttention, FlashAttention backend (FA2, FA3 or FA4, as TE finds them)")
 TE_FUSED = _entry("fused", rf"^FusedAttnFunc$|{CUDNN_SDPA_FWD}", rf"^FusedAttnFuncBackward$|{CUDNN_SDPA_BWD}",
-                  "TE DotProductAttention, FusedAttention (cuDNN) backend", proven=True)
-TE_UNFUSED = _entry("unfused", "", "", "TE DotProductAttention, UnfusedDotProductAttention (PyTorch ops)",
-                    proven=True)
+                  "TE DotProductAttention, FusedAttention (cuDNN) backend")
+TE_UNFUSED = _entry("unfused", "", "", "TE DotProductAttention, UnfusedDotProductAttention (PyTorch ops)")
+
+
+# --- variable-size images (attn_bench/varlen.py) ----------------------------------------------
+# DotProductAttention(qkv_format="thd", attn_mask_type="padding") with cu_seqlens_q/kv and
+# max_seqlen_q/kv (TE's "cu_seqlens note", option 2: no padding between sequences): q, k, v of
+# shape (total_tokens, H, D), every segment of the packed rows one sequence; output (total, H*D).
+# Only the fused (cuDNN) backend is enabled: TE's choice on sm90 (see _entry above).
+
+def _varlen_factory(backend: str):
+    def factory(shape: AttnShape) -> VarlenAttention:
+        from transformer_engine.pytorch import DotProductAttention
+        module = DotProductAttention(shape.heads, shape.head_dim, qkv_format="thd", attn_mask_type="padding",
+                                     attention_dropout=0.0)
+
+        def prepare(layout: SeqLayout) -> tuple:
+            return layout.cu_seqlens(shape.device), layout.max_seqlen
+
+        def te_varlen_attention(q_bshd, k_bshd, v_bshd, cu_seqlens_and_max):
+            cu_seqlens, max_seqlen = cu_seqlens_and_max
+            _select(backend)
+            rows, row_len, heads, head_dim = q_bshd.shape
+            # Views of the packed qkv projection, which TE reads correctly (see _make_factory).
+            q_thd, k_thd, v_thd = (t.reshape(rows * row_len, heads, head_dim) for t in (q_bshd, k_bshd, v_bshd))
+
+            def call():
+                return module(q_thd, k_thd, v_thd, cu_seqlens_q=cu_seqlens, cu_seqlens_kv=cu_seqlens,
+                              max_seqlen_q=max_seqlen, max_seqlen_kv=max_seqlen)
+
+            try:
+                out = call()
+            except ValueError as e:  # TE: "No dot product attention backend is available ..."
+                reasons = _disabling_reasons(backend, call)
+                raise Unsupported(f"Transformer Engine ({backend} backend only, thd): {reasons or e}") from None
+            used = {name for name, key in BACKEND_USED.items() if _attention_backends().get(key)}
+            if used != {backend}:
+                raise RuntimeError(f"TE ran backend(s) {sorted(used)} although only {backend} was enabled")
+            return out.view(rows, row_len, heads, head_dim)
+
+        return VarlenAttention(prepare, te_varlen_attention)
+
+    return factory
+
+
+VARLEN_TE_FUSED = register_varlen(VarlenImpl(
+    id="te_fused", library="transformer-engine", packing="packed", kernel_fwd=TE_FUSED.kernel_fwd,
+    kernel_bwd=TE_FUSED.kernel_bwd, probe=TE_FUSED.probe, factory=_varlen_factory("fused"), install=INSTALL,
+    description='TE DotProductAttention, FusedAttention (cuDNN) backend, qkv_format="thd" with cu_seqlens',
+    proven_on_hardware=False,
+))

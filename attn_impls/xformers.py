@@ -12,6 +12,7 @@ operators that accept a tensor bias take; the probe reports xFormers' own
 from __future__ import annotations
 
 import functools
+import inspect
 
 import torch
 
@@ -22,10 +23,14 @@ from .registry import (
     FA3_FWD,
     AttnImpl,
     AttnShape,
+    SeqLayout,
+    VarlenAttention,
+    VarlenImpl,
     import_reason,
     needs_cuda,
     neighborhood_mask,
     register,
+    register_varlen,
 )
 
 INSTALL = "pip install 'attn-bench[xformers]'"
@@ -96,7 +101,7 @@ NO_TENSOR_BIAS = ("the {op} operator accepts only xFormers' structured masks (ca
                   "local), not the dense tensor bias a 2-D neighborhood needs")
 
 
-def _entry(impl_id, op_name, variants, kernel_fwd, kernel_bwd, description, proven=True):
+def _entry(impl_id, op_name, variants, kernel_fwd, kernel_bwd, description):
     limits = {"softcap": NO_SOFTCAP}
     if "neighborhood" not in variants:
         limits["neighborhood"] = NO_TENSOR_BIAS.format(op=op_name)
@@ -104,7 +109,7 @@ def _entry(impl_id, op_name, variants, kernel_fwd, kernel_bwd, description, prov
         id=impl_id, library="xformers", layout="bshd", variants=variants, backward=True,
         compile=True, kernel_fwd=kernel_fwd, kernel_bwd=kernel_bwd, probe=functools.partial(_probe, op_name),
         factory=_make_factory(op_name), description=description, install=INSTALL,
-        proven_on_hardware=proven, variant_limits=limits,
+        variant_limits=limits,
     ))
 
 
@@ -122,5 +127,36 @@ XFORMERS_CUTLASS = _entry("xformers_cutlass", "cutlass", ("plain", "neighborhood
 XFORMERS_FLASH = _entry("xformers_flash", "flash", ("plain",), XFORMERS_FLASH_FWD, XFORMERS_FLASH_BWD,
                         "xFormers flash operator (fmha.flash: flash-attn 2 or PyTorch's FA2)")
 XFORMERS_FLASH3 = _entry("xformers_flash3", "flash3", ("plain",), XFORMERS_FLASH3_FWD, XFORMERS_FLASH3_BWD,
-                         "xFormers FlashAttention-3 operator (fmha.flash3, needs the flash_attn_3 package)",
-                         proven=False)
+                         "xFormers FlashAttention-3 operator (fmha.flash3, needs the flash_attn_3 package)")
+
+
+# --- variable-size images (attn_bench/varlen.py) ----------------------------------------------
+# `fmha.BlockDiagonalMask.from_seqlens(seqlens)` over every segment of the packed rows, with q, k, v
+# as one batch-1 sequence (1, total_tokens, H, D); xFormers chooses the operator.
+
+def _varlen_factory(shape: AttnShape) -> VarlenAttention:
+    from xformers.ops import fmha, memory_efficient_attention
+    # Newer xFormers take the device of the mask's sequence-start tensors; older ones have no such argument.
+    on_device = ({"device": shape.device}
+                 if "device" in inspect.signature(fmha.BlockDiagonalMask.from_seqlens).parameters else {})
+
+    def prepare(layout: SeqLayout):
+        return fmha.BlockDiagonalMask.from_seqlens(list(layout.seqlens), **on_device)
+
+    # Outside torch.compile graphs, as the dense entries (see _make_factory).
+    @torch.compiler.disable
+    def xformers_varlen_attention(q_bshd, k_bshd, v_bshd, attn_bias):
+        rows, row_len, heads, head_dim = q_bshd.shape
+        q, k, v = (t.reshape(1, rows * row_len, heads, head_dim) for t in (q_bshd, k_bshd, v_bshd))
+        return memory_efficient_attention(q, k, v, attn_bias=attn_bias).view(rows, row_len, heads, head_dim)
+
+    return VarlenAttention(prepare, xformers_varlen_attention)
+
+
+VARLEN_XFORMERS = register_varlen(VarlenImpl(
+    id="xformers", library="xformers", packing="packed", kernel_fwd=XFORMERS.kernel_fwd,
+    kernel_bwd=XFORMERS.kernel_bwd, probe=XFORMERS.probe, factory=_varlen_factory, install=INSTALL,
+    description="xFormers memory_efficient_attention with fmha.BlockDiagonalMask.from_seqlens, operator chosen "
+                "by xFormers (outside torch.compile graphs)",
+    proven_on_hardware=False,
+))

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 import pytest
 from benchruns import run_module, run_suite
 
-from attn_bench import report
+from attn_bench import gate, report
 from attn_bench.runs import short_name
 
 pytestmark = pytest.mark.suite
@@ -18,15 +18,18 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 def smoke(tmp_path_factory):
     d = tmp_path_factory.mktemp("report")
     path = d / "run.json"
-    # sdpa_math cannot express softcap: one skipped cell with its reason.
+    # sdpa_math cannot express softcap: one skipped cell per test kind, with its reason.
     proc = run_suite(path, "--attn-impl", "native,sdpa_math", "--attn-variant", "plain,softcap",
-                     "--attn-seq-len", "196", "--attn-mode", "eager")
+                     "--attn-seq-len", "196", "--attn-mode", "eager",
+                     tests=("tests/test_train_step.py", "tests/test_infer_step.py", "tests/test_attention.py"))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return SimpleNamespace(dir=d, path=path, run=json.loads(path.read_text()), stdout=proc.stdout)
 
 
-def _bench(run, impl, variant):
-    return next(b for b in run["benchmarks"] if b["params"]["impl"] == impl and b["params"]["variant"] == variant)
+def _bench(run, impl, variant, test="test_train_step", **params):
+    return next(b for b in run["benchmarks"] if b["name"].startswith(test + "[")
+                and b["params"]["impl"] == impl and b["params"]["variant"] == variant
+                and all(b["params"][k] == v for k, v in params.items()))
 
 
 def _md_row(text, prefix):
@@ -46,8 +49,38 @@ def test_end_of_run_tables(smoke):
     assert "seq_len 196, eager (cpu)" in out and "speedup vs native/<variant> eager" in out
     assert re.search(r"^native +plain +this run +\d", out, re.M)
     assert "Runs (the run column):" in out and "this run: " in out and "profile smoke" in out
-    assert "Skipped cells (1):" in out
+    assert "Skipped cells (4):" in out  # train, inference, attention fwd and fwd_bwd
     assert "test_train_step[sdpa_math-softcap-196-eager]: sdpa_math cannot express variant 'softcap'" in out
+    assert "test_attention[sdpa_math-softcap-196-eager-fwd_bwd]: sdpa_math cannot express" in out
+    sections = [out.index(f"== {title} ==") for title in ("Train steps", "Inference steps", "Attention kernels")]
+    assert sections == sorted(sections) and out.index("seq_len 196, eager, fwd (cpu)") > sections[2]
+    assert re.search(r"^sdpa_math +plain +this run +\d", out[sections[2]:], re.M)
+
+
+def test_new_cells_record_their_fields(smoke):
+    """Inference and attention-kernel cells in the JSON: what the report and the gate read."""
+    infer = _bench(smoke.run, "native", "softcap", "test_infer_step")["extra_info"]
+    assert infer["images_per_s"] == pytest.approx(infer["batch"] / (infer["median_ms"] / 1e3))
+    assert infer["model_parity"]["ok"] and infer["parity"]["ok"] and infer["kernel_fwd_names"] == []
+    assert infer["steps_per_round"] == 1 and infer["numerics"]["float32_matmul_precision"] == "high"
+    fwd_bwd = _bench(smoke.run, "sdpa_math", "plain", "test_attention", direction="fwd_bwd")
+    fwd = _bench(smoke.run, "sdpa_math", "plain", "test_attention", direction="fwd")
+    for bench in (fwd, fwd_bwd):
+        info = bench["extra_info"]
+        assert bench["group"] == f"attention-196-eager-{info['direction']}"
+        assert bench["stats"]["iterations"] == info["calls_per_round"]
+        assert info["median_ms"] == pytest.approx(bench["stats"]["median"] * 1e3)
+        assert info["tflops"] == pytest.approx(info["flops"] / bench["stats"]["median"] / 1e12)
+        assert info["kernel"] == "matmul+softmax (no fused attention kernel)" and info["parity"]["ok"]
+    assert fwd_bwd["extra_info"]["flops"] == 3.5 * fwd["extra_info"]["flops"]
+    assert smoke.run["attn_suite"]["matmul_peak_tflops"] is None  # measured on CUDA only
+
+
+def test_gate_takes_a_run_with_every_kind(smoke):
+    verdicts = gate.compare(smoke.run, smoke.run)
+    kinds = {short_name(v.test).partition("[")[0] for v in verdicts}
+    assert kinds == {"test_train_step", "test_infer_step", "test_attention"}
+    assert all(v.status == "ok" for v in verdicts)
 
 
 def test_markdown_and_chart(smoke):
@@ -68,6 +101,12 @@ def test_markdown_and_chart(smoke):
     assert "| native | plain |" in text and "| 1.00x |" in text
     assert "`test_train_step[sdpa_math-softcap-196-eager]`: sdpa_math cannot express" in text
     assert png.read_bytes().startswith(PNG_SIGNATURE)
+    assert text.index("## Train steps") < text.index("## Inference steps") < text.index("## Attention kernels")
+    infer = _bench(smoke.run, "native", "softcap", "test_infer_step")["extra_info"]
+    assert _md_row(text[text.index("## Inference steps"):], "| native | softcap |")["images/s"] == \
+        f"{infer['images_per_s']:.1f}"
+    assert "images/s" not in row  # train tables keep their columns
+    assert "### seq_len 196, eager, fwd_bwd (cpu)" in text
 
 
 def test_later_file_wins_and_missing_reference_is_na(smoke):
@@ -101,18 +140,22 @@ def test_bad_input(smoke, tmp_path):
 # --- unit tests on hand-made runs (no subprocess) ---------------------------------------------
 
 TEST_ID = "tests/test_train_step.py::test_train_step[{}-{}-{}-{}]"
+INFER_ID = "tests/test_infer_step.py::test_infer_step[{}-{}-{}-{}]"
+ATTENTION_ID = "tests/test_attention.py::test_attention[{}-{}-{}-{}-{}]"
 
 
-def _cell(impl, variant, seq_len, mode, median_ms, **extra):
-    return {"fullname": TEST_ID.format(impl, variant, seq_len, mode), "stats": {"median": median_ms / 1e3},
+def _cell(impl, variant, seq_len, mode, median_ms, test_id=TEST_ID, direction=None, **extra):
+    params = (impl, variant, seq_len, mode) + ((direction,) if direction else ())
+    return {"fullname": test_id.format(*params), "stats": {"median": median_ms / 1e3},
             "extra_info": {"kernel": f"{impl} kernel", **extra}}
 
 
 def _made_run(*cells, profile="full", gpu="NVIDIA H200", when="2026-11-30T06:24:49.157532+00:00",
-              commit="824a0b5cf9e9f977c06d7a42e97f87dddfc9ee46", dirty=False, skipped=()):
+              commit="824a0b5cf9e9f977c06d7a42e97f87dddfc9ee46", dirty=False, skipped=(), matmul_peak=None):
     return {"machine_info": {"gpu": {"gpu": gpu}}, "datetime": when,
             "commit_info": {"id": commit, "dirty": dirty}, "benchmarks": list(cells),
-            "attn_suite": {"profile": profile, "skipped": list(skipped), "failed": []}}
+            "attn_suite": {"profile": profile, "skipped": list(skipped), "failed": [],
+                           "matmul_peak_tflops": matmul_peak}}
 
 
 def _row(rows, impl, variant):
@@ -261,3 +304,47 @@ def test_cli_refuses_mixed_profiles(tmp_path):
     a.write_text(json.dumps(_made_run(_cell("native", "plain", 196, "eager", 200.0))))
     b.write_text(json.dumps(_made_run(_cell("native", "plain", 196, "eager", 200.0), profile="smoke")))
     assert report.main([str(a), str(b)]) == 2
+
+
+def test_cell_kind_parses_every_test_kind():
+    assert report.cell_kind(TEST_ID.format("native", "plain", 196, "eager")) == (
+        report.TRAIN, {"impl": "native", "variant": "plain", "seq_len": 196, "mode": "eager"})
+    assert report.cell_kind(INFER_ID.format("fa4", "softcap", 3136, "compiled"))[0] == report.INFER
+    assert report.cell_kind(ATTENTION_ID.format("sdpa_cudnn", "neighborhood", 3136, "compiled", "fwd_bwd")) == (
+        report.ATTENTION, {"impl": "sdpa_cudnn", "variant": "neighborhood", "seq_len": 3136, "mode": "compiled",
+                           "direction": "fwd_bwd"})
+    assert report.cell_kind("tests/test_parity.py::test_model_parity[native-plain-196-eager]") is None
+    assert report.cell_kind("tests/test_attention.py::test_attention[native-plain-196-eager]") is None
+
+
+def test_a_section_per_kind_with_speedups_within_the_kind_and_direction():
+    merged = report.merge([_made_run(
+        _cell("native", "plain", 196, "eager", 200.0, images_per_s=640.0),
+        _cell("native", "plain", 196, "eager", 50.0, INFER_ID, images_per_s=2560.0),
+        _cell("flex", "plain", 196, "eager", 40.0, INFER_ID, images_per_s=3200.0),
+        _cell("native", "neighborhood", 3136, "eager", 10.0, ATTENTION_ID, "fwd", tflops=1.0, tflops_effective=0.19),
+        _cell("flex", "neighborhood", 3136, "eager", 2.0, ATTENTION_ID, "fwd", tflops=5.0, tflops_effective=0.97,
+              pct_of_matmul_peak=0.7, vs_do_bench_pct=2.5),
+        _cell("native", "neighborhood", 3136, "eager", 40.0, ATTENTION_ID, "fwd_bwd"),
+        _cell("flex", "neighborhood", 3136, "eager", 10.0, ATTENTION_ID, "fwd_bwd"),
+        matmul_peak=712.4)])
+    assert report.kinds(merged) == [report.TRAIN, report.INFER, report.ATTENTION]
+    attention = report.tables(merged, report.ATTENTION)
+    assert list(attention) == [(3136, "eager", "fwd"), (3136, "eager", "fwd_bwd")]
+    assert _row(attention[(3136, "eager", "fwd")], "flex", "neighborhood").speedup_eager == 5.0
+    assert _row(attention[(3136, "eager", "fwd_bwd")], "flex", "neighborhood").speedup_eager == 4.0
+    assert _row(report.tables(merged, report.INFER)[(196, "eager")], "flex", "plain").speedup_eager == 1.25
+    assert report.study_comparisons(merged) == {}  # the study's pairs are training steps
+    md = report.markdown_report(merged)
+    assert md.index("## Train steps") < md.index("## Inference steps") < md.index("## Attention kernels")
+    assert "### seq_len 3136, eager, fwd (NVIDIA H200)" in md
+    flex = _md_row(md, "| flex | neighborhood | this run | 2.00 |")
+    assert (flex["effective TFLOP/s"], flex["% of matmul peak"], flex["vs do_bench"]) == ("0.97", "0.7%", "+2.5%")
+    assert _md_row(md, "| native | neighborhood | this run | 10.00 |")["vs do_bench"] == "n/a"
+    assert "effective TFLOP/s" not in _md_row(md, "| flex | neighborhood | this run | 10.00 |")  # fwd_bwd table
+    assert _md_row(md, "| flex | plain | this run | 40.00 |")["images/s"] == "3200.0"
+    assert "images/s" not in _md_row(md, "| native | plain | this run | 200.00 |")
+    assert "commit 824a0b5cf9, NVIDIA H200, profile full, bf16 matmul peak 712 TFLOP/s" in md
+    text = report.text_report(merged)
+    assert text.index("== Train steps ==") < text.index("== Inference steps ==") < text.index("== Attention kernels ==")
+    assert "seq_len 3136, eager, fwd_bwd (NVIDIA H200)" in text

@@ -34,3 +34,23 @@ def test_suite_model_matches_the_study_transcription(impl_id, autocast):
     assert grads.keys() == study_grads.keys()
     for name, grad in grads.items():
         assert torch.equal(grad, study_grads[name]), name
+
+
+def test_timed_rounds_end_with_their_sync_after_earlier_calls(monkeypatch):
+    """A step called before its rounds are set up (the kernel check's profiled step) must not
+    shift the sync into the middle of every later round of `sync_every` steps."""
+    from attn_bench import model as model_module
+
+    synced_after = []
+    cfg = model_module.get_config("smoke", 196)
+    attention = REGISTRY["native"].factory("plain", AttnShape(cfg.heads, cfg.head_dim, 196, "cpu"))
+    images, labels = model_module.synthetic_batch(cfg, "cpu")
+    step = model_module.TrainStep(model_module.build_model(cfg, attention, "bhsd", "cpu"), images, labels, "cpu")
+    step()  # e.g. the profiled step of the kernel check
+    monkeypatch.setattr(model_module, "synchronize", lambda device: synced_after.append(calls[0]))
+    step.sync_every = 3
+    calls = [0]
+    for _ in range(6):
+        calls[0] += 1
+        step()
+    assert synced_after == [3, 6]

@@ -39,11 +39,17 @@ run m-3136-torch "" $TRAIN --benchmark-only --attn-seq-len 3136 \
 start=$(date +%s)
 in_env "" python3 results/h200/2026-12-01/matrix/math_compile_diag.py > "$RES/math-compile-diag.txt" 2>&1
 echo "math-compile-diag rc=$? wall_s=$(( $(date +%s) - start ))" >> "$RES/walltimes.txt"
-if [ -e tests/test_attention.py ]; then
-  run k-3136-lib "$LIB" tests/test_attention.py --benchmark-only --attn-seq-len 3136
-  run k-3136-fa4 "fa4" tests/test_attention.py --benchmark-only --attn-seq-len 3136 --attn-impl fa4
-  [ -e /root/gpu/fa2.done ] && run k-3136-fa2 "fa2" tests/test_attention.py --benchmark-only --attn-seq-len 3136 --attn-impl fa2
-fi
+# Kernel-level and inference cells: every implementation of each library set (torch's included).
+for kind in attention infer_step; do
+  k=${kind:0:1}
+  run $k-3136-lib "$LIB" tests/test_$kind.py --benchmark-only --attn-seq-len 3136
+  run $k-3136-fa4 "fa4" tests/test_$kind.py --benchmark-only --attn-seq-len 3136 --attn-impl fa4
+  [ -e /root/gpu/fa2.done ] && run $k-3136-fa2 "fa2" tests/test_$kind.py --benchmark-only --attn-seq-len 3136 --attn-impl fa2
+done
+# Packed variable-size images (issue 12): every varlen entry of each library set.
+run v-lib "$LIB" tests/test_varlen_train_step.py --benchmark-only
+run v-fa4 "fa4" tests/test_varlen_train_step.py --benchmark-only -k fa4
+[ -e /root/gpu/fa2.done ] && run v-fa2 "fa2" tests/test_varlen_train_step.py --benchmark-only -k fa2
 run m-196-lib "$LIB" $TRAIN --benchmark-only --attn-seq-len 196 \
     --attn-impl fa3,te_flash,te_fused,te_unfused,xformers,xformers_cutlass,xformers_flash,xformers_flash3
 run m-196-fa4 "fa4" $TRAIN --benchmark-only --attn-seq-len 196 --attn-impl fa4
