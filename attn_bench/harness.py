@@ -228,19 +228,7 @@ class Suite:
 
     def _guarded(self, cell: Cell, run, benchmark) -> dict:
         """`run(cell, benchmark)`, with Unsupported as CellSkip and out of memory as CellFailure."""
-        failure = None
-        try:
-            return run(cell, benchmark)
-        except Unsupported as e:
-            raise CellSkip(str(e)) from None
-        except torch.OutOfMemoryError as e:
-            # Build the message here and raise outside this block so the
-            # traceback (and the tensors its frames hold) is freed first.
-            failure = f"{cell.name}: out of memory: {str(e).splitlines()[0]}"
-        finally:
-            release_memory(self.device)
-        failure += f" | {memory_summary(self.device)}"
-        raise CellFailure(failure)
+        return guarded(cell.name, self.device, lambda: run(cell, benchmark))
 
     def _fresh_cell(self) -> None:
         """Forget the previous cell's compiled graphs and counters; free its memory."""
@@ -255,11 +243,9 @@ class Suite:
         # The cell's first training step (its compile, autotuning and JIT) happens in here.
         model_report = self.model_parity(cell, attention)
         compile_cache = inductor_cache_state()
-        if not model_report.ok:
-            raise CellFailure(model_report.summary())
+        require(model_report)
         report = self.attention_parity(cell, attention)
-        if not report.ok:
-            raise CellFailure(report.summary())
+        require(report)
 
         cfg = self.config(cell.seq_len)
         step = self.new_step(cell, attention)
@@ -375,11 +361,9 @@ class Suite:
         self._fresh_cell()
         attention = cell.impl.factory(cell.variant, self.shape(cell.seq_len))
         model_report = self.infer_model_parity(cell, attention)
-        if not model_report.ok:
-            raise CellFailure(model_report.summary())
+        require(model_report)
         report = self.attention_parity(cell, attention)
-        if not report.ok:
-            raise CellFailure(report.summary())
+        require(report)
 
         cfg = self.config(cell.seq_len)
         step = self.new_infer_step(cell, attention)
@@ -438,8 +422,7 @@ class Suite:
         shape, cfg = self.shape(cell.seq_len), self.config(cell.seq_len)
         attention = cell.impl.factory(cell.variant, shape)
         report = self.attention_parity(cell, attention)
-        if not report.ok:
-            raise CellFailure(report.summary())
+        require(report)
 
         backward = cell.direction == "fwd_bwd"
         call = kernel_bench.attention_call(attention, cell.impl.layout, cfg.batch, shape, cell.direction,
@@ -529,6 +512,29 @@ class Suite:
                           bare_loop_before_ms=statistics.median(bare_before or bare_after),
                           bare_loop_after_ms=statistics.median(bare_after))
         return timing
+
+
+def guarded(name: str, device: str, run):
+    """`run()`, with the adapter's Unsupported as CellSkip and out of memory as CellFailure
+    (with the memory figures); memory is released either way."""
+    failure = None
+    try:
+        return run()
+    except Unsupported as e:
+        raise CellSkip(str(e)) from None
+    except torch.OutOfMemoryError as e:
+        # Build the message here and raise outside this block so the
+        # traceback (and the tensors its frames hold) is freed first.
+        failure = f"{name}: out of memory: {str(e).splitlines()[0]}"
+    finally:
+        release_memory(device)
+    raise CellFailure(f"{failure} | {memory_summary(device)}")
+
+
+def require(report: parity.ParityReport) -> None:
+    """The parity gate: CellFailure with the measured errors and limits unless `report` passed."""
+    if not report.ok:
+        raise CellFailure(report.summary())
 
 
 def inductor_cache_state() -> str:

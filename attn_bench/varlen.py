@@ -42,7 +42,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from attn_impls import AttnShape, Unsupported
+from attn_impls import AttnShape
 from attn_impls.native import attention_math
 from attn_impls.registry import PACKINGS, SeqLayout, VarlenAttention, VarlenImpl, get_varlen_impl
 
@@ -52,10 +52,11 @@ from .harness import (
     STEPS_PER_ROUND,
     CellFailure,
     CellSkip,
+    guarded,
     inductor_cache_state,
-    memory_summary,
     peak_gib,
     release_memory,
+    require,
 )
 from .kernels import check_kernels, profiled_names
 from .model import AttentionBlock, TrainStep, merge_heads, split_qkv, synchronize
@@ -543,16 +544,8 @@ def run_varlen_cell(suite, impl_id: str, mode: str, benchmark, lengths: str = "f
     if lengths not in LENGTHS:
         raise ValueError(f"unknown lengths {lengths!r}; valid: {', '.join(LENGTHS)}")
     impl = varlen_cell(impl_id, mode, suite.device)
-    failure = None
-    try:
-        return _run_varlen_cell(suite, impl, mode, benchmark, lengths)
-    except Unsupported as e:
-        raise CellSkip(str(e)) from None
-    except torch.OutOfMemoryError as e:
-        failure = f"{impl.id}-{mode}: out of memory: {str(e).splitlines()[0]}"
-    finally:
-        release_memory(suite.device)
-    raise CellFailure(f"{failure} | {memory_summary(suite.device)}")
+    return guarded(f"{impl.id}-{mode}", suite.device,
+                   lambda: _run_varlen_cell(suite, impl, mode, benchmark, lengths))
 
 
 def _run_varlen_cell(suite, impl: VarlenImpl, mode: str, benchmark, lengths: str) -> dict:
@@ -564,8 +557,7 @@ def _run_varlen_cell(suite, impl: VarlenImpl, mode: str, benchmark, lengths: str
     attention = impl.factory(AttnShape(cfg.heads, cfg.head_dim, cfg.token_budget, device))
     report = check_varlen_attention(f"varlen attention {name}", attention, impl.packing,
                                     cell_reference(cfg, device), compiled=compiled)
-    if not report.ok:
-        raise CellFailure(report.summary())
+    require(report)
 
     seeds = range(CHANGING_BATCHES) if lengths == "changing" else [0]
     batches = [make_batch(cfg, impl.packing, device, seed) for seed in seeds]
