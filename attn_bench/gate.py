@@ -374,8 +374,11 @@ def rerun_pytest_args(tests: list[str], settings: dict) -> list[str]:
     params = [cell_params(test) for test in tests]
     if all(params):
         for option, key in (("--attn-impl", "impl"), ("--attn-variant", "variant"),
-                            ("--attn-seq-len", "seq_len"), ("--attn-mode", "mode")):
-            args += [option, ",".join(dict.fromkeys(str(p[key]) for p in params))]
+                            ("--attn-seq-len", "seq_len"), ("--attn-mode", "mode"),
+                            ("--attn-direction", "direction")):
+            values = [str(p[key]) for p in params if key in p]
+            if values:
+                args += [option, ",".join(dict.fromkeys(values))]
     return [*args, "-k", " or ".join(short_name(test) for test in tests)]
 
 

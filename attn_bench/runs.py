@@ -10,7 +10,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 RUN_GLOB = "[0-9][0-9][0-9][0-9]_*.json"  # pytest-benchmark's autosaved file names
-CELL_TEST = "test_train_step["
+# Matrix tests and the number of "-"-separated parameters in their ids:
+# impl-variant-seq_len-mode, and -direction for attention-kernel cells.
+CELL_TESTS = {"test_train_step[": 4, "test_infer_step[": 4, "test_attention[": 5}
 
 
 class RunFileError(Exception):
@@ -95,15 +97,20 @@ def short_name(fullname: str) -> str:
 
 
 def cell_params(fullname: str) -> dict | None:
-    """{impl, variant, seq_len, mode} parsed from a train-step test id, None for other tests."""
+    """{impl, variant, seq_len, mode} (and direction for attention cells) parsed from a matrix
+    test id (training, inference or attention-kernel cell), None for other tests."""
     name = short_name(fullname)
-    if not name.startswith(CELL_TEST) or not name.endswith("]"):
-        return None
-    parts = name[len(CELL_TEST):-1].rsplit("-", 3)
-    if len(parts) != 4 or not parts[2].isdigit():
-        return None
-    impl, variant, seq_len, mode = parts
-    return {"impl": impl, "variant": variant, "seq_len": int(seq_len), "mode": mode}
+    for prefix, count in CELL_TESTS.items():
+        if not name.startswith(prefix) or not name.endswith("]"):
+            continue
+        parts = name[len(prefix):-1].rsplit("-", count - 1)
+        if len(parts) != count or not parts[2].isdigit():
+            return None
+        params = {"impl": parts[0], "variant": parts[1], "seq_len": int(parts[2]), "mode": parts[3]}
+        if count == 5:
+            params["direction"] = parts[4]
+        return params
+    return None
 
 
 def outcomes(run: dict) -> tuple[dict, dict, dict]:

@@ -431,3 +431,19 @@ def test_interrupted_run_keeps_the_cells_that_finished(tmp_path):
     (saved,) = storage.rglob("*.json")
     names = [b["name"] for b in json.loads(saved.read_text())["benchmarks"]]
     assert names == ["test_train_step[native-plain-196-eager]"]
+
+
+def test_cell_params_reads_every_matrix_test_id():
+    from attn_bench.runs import cell_params
+    assert cell_params("tests/test_train_step.py::test_train_step[sdpa_cudnn-plain-196-eager]") == {
+        "impl": "sdpa_cudnn", "variant": "plain", "seq_len": 196, "mode": "eager"}
+    assert cell_params("test_infer_step[fa3-softcap-3136-compiled]")["impl"] == "fa3"
+    assert cell_params("tests/test_attention.py::test_attention[te_flash-plain-3136-eager-fwd_bwd]") == {
+        "impl": "te_flash", "variant": "plain", "seq_len": 3136, "mode": "eager", "direction": "fwd_bwd"}
+    assert cell_params("test_varlen_train_step[flex-eager]") is None
+
+
+def test_rerun_of_attention_cells_names_their_direction():
+    tests = ["tests/test_attention.py::test_attention[flex-plain-196-eager-fwd]"]
+    args = gate.rerun_pytest_args(tests, {"profile": "smoke"})
+    assert args[args.index("--attn-direction") + 1] == "fwd" and args[args.index("--attn-impl") + 1] == "flex"
