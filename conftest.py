@@ -10,7 +10,7 @@ from attn_bench import envinfo
 from attn_bench.harness import DEFAULT_ROUNDS, MODES, Suite
 from attn_bench.kernel_bench import DIRECTIONS
 from attn_bench.model import CONFIGS, SEQ_LENS, TIMED_MATMUL_PRECISION
-from attn_bench.runs import gpu_model
+from attn_bench.runs import gpu_model, report_outcome
 from attn_impls import REGISTRY, VARIANTS
 
 DEFAULT_STORAGE = "file://./.benchmarks"
@@ -152,18 +152,10 @@ class _OutcomeRecorder:
         self.config = config
 
     def pytest_runtest_logreport(self, report):
-        if "[" not in report.nodeid:
-            return
-        if report.skipped:
-            if hasattr(report, "wasxfail"):
-                reason = f"known failure (xfail): {report.wasxfail}"
-            else:
-                reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
-            self.config._attn_skipped.append(
-                {"test": report.nodeid, "reason": reason.removeprefix("Skipped: ")})
-        elif report.failed:
-            self.config._attn_failed.append(
-                {"test": report.nodeid, "when": report.when, "message": str(report.longrepr)[-2000:]})
+        outcome = report_outcome(report)
+        if outcome:
+            kind, record = outcome
+            getattr(self.config, f"_attn_{kind}").append(record)
 
 
 def pytest_benchmark_update_machine_info(config, machine_info):

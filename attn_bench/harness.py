@@ -208,13 +208,18 @@ class Suite:
         return self.matmul_peak_tflops
 
     # --- building and running ---------------------------------------------------
-    def new_step(self, cell: Cell, attention: AttnFn) -> TrainStep:
-        """A fresh timed training step of `cell` (timm's init) with the cell's `attention`."""
+    def new_model(self, cell: Cell, attention: AttnFn):
+        """A fresh full ViT of `cell` (timm's init) with the cell's `attention`, its blocks compiled
+        in compiled cells, and the cell's synthetic batch: (model, images, labels)."""
         cfg = self.config(cell.seq_len)
         model = build_model(cfg, attention, cell.impl.layout, self.device)
         if cell.mode == "compiled":
             compile_blocks(model)
-        images, labels = synthetic_batch(cfg, self.device)
+        return (model, *synthetic_batch(cfg, self.device))
+
+    def new_step(self, cell: Cell, attention: AttnFn) -> TrainStep:
+        """A fresh timed training step of `cell` (timm's init) with the cell's `attention`."""
+        model, images, labels = self.new_model(cell, attention)
         return TrainStep(model, images, labels, self.device)
 
     def run_cell(self, cell: Cell, benchmark) -> dict:
@@ -230,14 +235,9 @@ class Suite:
         """`run(cell, benchmark)`, with Unsupported as CellSkip and out of memory as CellFailure."""
         return guarded(cell.name, self.device, lambda: run(cell, benchmark))
 
-    def _fresh_cell(self) -> None:
-        """Forget the previous cell's compiled graphs and counters; free its memory."""
-        torch._dynamo.reset()
-        torch._dynamo.utils.counters.clear()  # reset() keeps them: graph breaks are per cell
-        release_memory(self.device)
 
     def _run_cell(self, cell: Cell, benchmark) -> dict:
-        self._fresh_cell()
+        fresh_cell_state(self.device)
         # One attention callable per cell: the parity checks test the callable that is timed.
         attention = cell.impl.factory(cell.variant, self.shape(cell.seq_len))
         # The cell's first training step (its compile, autotuning and JIT) happens in here.
@@ -340,11 +340,7 @@ class Suite:
     # --- inference and attention-kernel cells ----------------------------------
     def new_infer_step(self, cell: Cell, attention: AttnFn) -> InferStep:
         """A fresh inference forward of `cell`'s full ViT (timm's init) on the training batch."""
-        cfg = self.config(cell.seq_len)
-        model = build_model(cfg, attention, cell.impl.layout, self.device)
-        if cell.mode == "compiled":
-            compile_blocks(model)
-        images, _ = synthetic_batch(cfg, self.device)
+        model, images, _ = self.new_model(cell, attention)
         return InferStep(model, images, self.device)
 
     def run_infer_cell(self, cell: Cell, benchmark) -> dict:
@@ -358,7 +354,7 @@ class Suite:
         return self._guarded(cell, self._run_infer_cell, benchmark)
 
     def _run_infer_cell(self, cell: Cell, benchmark) -> dict:
-        self._fresh_cell()
+        fresh_cell_state(self.device)
         attention = cell.impl.factory(cell.variant, self.shape(cell.seq_len))
         model_report = self.infer_model_parity(cell, attention)
         require(model_report)
@@ -418,7 +414,7 @@ class Suite:
         return self._guarded(cell, self._run_attention_cell, benchmark)
 
     def _run_attention_cell(self, cell: Cell, benchmark) -> dict:
-        self._fresh_cell()
+        fresh_cell_state(self.device)
         shape, cfg = self.shape(cell.seq_len), self.config(cell.seq_len)
         attention = cell.impl.factory(cell.variant, shape)
         report = self.attention_parity(cell, attention)
@@ -512,6 +508,13 @@ class Suite:
                           bare_loop_before_ms=statistics.median(bare_before or bare_after),
                           bare_loop_after_ms=statistics.median(bare_after))
         return timing
+
+
+def fresh_cell_state(device: str) -> None:
+    """Forget the previous cell's compiled graphs and counters; free its memory."""
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()  # reset() keeps them: graph breaks are per cell
+    release_memory(device)
 
 
 def guarded(name: str, device: str, run):

@@ -213,8 +213,9 @@ class InferStep:
         return self.last_logits
 
 
-def compile_blocks(model: VisionTransformer) -> None:
-    """Regional compilation: one compiled graph for the repeated block, reused by all."""
+def compile_blocks(model: nn.Module) -> None:
+    """Regional compilation of a model with `.blocks` (the ViT, the packed ViT): one compiled
+    graph for the repeated block, reused by all."""
     for block in model.blocks:
         block.compile()
 

@@ -63,7 +63,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .runs import RUN_GLOB, RunFileError, cell_params, gpu_model, latest_runs, load_run
+from .runs import RUN_GLOB, RunFileError, cell_params, gpu_model, latest_runs, load_run, report_outcome
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_TESTS = "tests/test_train_step.py"
@@ -183,17 +183,10 @@ class _Progress:
         self._write("start", test=nodeid)
 
     def pytest_runtest_logreport(self, report):
-        if "[" not in report.nodeid:  # as conftest's _OutcomeRecorder: cells only
-            return
-        if report.skipped:
-            if hasattr(report, "wasxfail"):
-                reason = f"known failure (xfail): {report.wasxfail}"
-            else:
-                reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
-            self._write("outcome", test=report.nodeid, outcome="skipped", reason=reason.removeprefix("Skipped: "))
-        elif report.failed:
-            self._write("outcome", test=report.nodeid, outcome="failed", when=report.when,
-                        message=str(report.longrepr)[-2000:])
+        outcome = report_outcome(report)  # the records conftest keeps in attn_suite
+        if outcome:
+            kind, record = outcome
+            self._write("outcome", outcome=kind, **record)
 
     def pytest_runtest_logfinish(self, nodeid, location):
         # pytest-benchmark keeps each timed benchmark in its session (what its JSON is made of).

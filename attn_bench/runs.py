@@ -113,6 +113,23 @@ def cell_params(fullname: str) -> dict | None:
     return None
 
 
+def report_outcome(report) -> tuple[str, dict] | None:
+    """("skipped", {test, reason}) or ("failed", {test, when, message}) for a pytest report of a
+    matrix cell (an id with parameters) that skipped or failed; None otherwise. These are the
+    records kept in `attn_suite["skipped"]` and `["failed"]`, which pytest-benchmark's JSON lacks."""
+    if "[" not in report.nodeid:
+        return None
+    if report.skipped:
+        if hasattr(report, "wasxfail"):
+            reason = f"known failure (xfail): {report.wasxfail}"
+        else:
+            reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        return "skipped", {"test": report.nodeid, "reason": reason.removeprefix("Skipped: ")}
+    if report.failed:
+        return "failed", {"test": report.nodeid, "when": report.when, "message": str(report.longrepr)[-2000:]}
+    return None
+
+
 def outcomes(run: dict) -> tuple[dict, dict, dict]:
     """(ran, skipped, failed) cells of a run, each keyed by full test id.
 

@@ -52,14 +52,14 @@ from .harness import (
     STEPS_PER_ROUND,
     CellFailure,
     CellSkip,
+    fresh_cell_state,
     guarded,
     inductor_cache_state,
     peak_gib,
-    release_memory,
     require,
 )
 from .kernels import check_kernels, profiled_names
-from .model import AttentionBlock, TrainStep, merge_heads, split_qkv, synchronize
+from .model import AttentionBlock, TrainStep, compile_blocks, merge_heads, split_qkv, synchronize
 
 
 @dataclass(frozen=True)
@@ -288,12 +288,6 @@ def build_packed_model(cfg: VarlenConfig, attention: VarlenAttention, device: st
     """PackedViT of `cfg` with `attention`; same seed → same weights."""
     torch.manual_seed(seed)
     return PackedViT(cfg, attention).to(device)
-
-
-def compile_packed_blocks(model: PackedViT) -> None:
-    """Regional compilation, as `model.compile_blocks`: one graph for the repeated block."""
-    for block in model.blocks:
-        block.compile()
 
 
 class VarlenTrainStep(TrainStep):
@@ -551,9 +545,7 @@ def run_varlen_cell(suite, impl_id: str, mode: str, benchmark, lengths: str = "f
 def _run_varlen_cell(suite, impl: VarlenImpl, mode: str, benchmark, lengths: str) -> dict:
     device, cfg, compiled = suite.device, get_varlen_config(suite.profile), mode == "compiled"
     name = f"{impl.id}-{mode}"
-    torch._dynamo.reset()
-    torch._dynamo.utils.counters.clear()
-    release_memory(device)
+    fresh_cell_state(device)
     attention = impl.factory(AttnShape(cfg.heads, cfg.head_dim, cfg.token_budget, device))
     report = check_varlen_attention(f"varlen attention {name}", attention, impl.packing,
                                     cell_reference(cfg, device), compiled=compiled)
@@ -563,7 +555,7 @@ def _run_varlen_cell(suite, impl: VarlenImpl, mode: str, benchmark, lengths: str
     batches = [make_batch(cfg, impl.packing, device, seed) for seed in seeds]
     model = build_packed_model(cfg, attention, device)
     if compiled:
-        compile_packed_blocks(model)
+        compile_blocks(model)  # regional, as in the other cells
     step = VarlenTrainStep(model, batches, device)
     torch._dynamo.utils.counters.clear()  # the parity check compiled its own graphs
     start = time.perf_counter()

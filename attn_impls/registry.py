@@ -141,21 +141,27 @@ class Unsupported(RuntimeError):
 REGISTRY: dict[str, AttnImpl] = {}
 
 
-def register(impl: AttnImpl) -> AttnImpl:
-    if impl.id in REGISTRY:
-        raise ValueError(f"duplicate attention implementation id {impl.id!r}")
-    REGISTRY[impl.id] = impl
+def _add(registry: dict, impl, noun: str):
+    if impl.id in registry:
+        raise ValueError(f"duplicate {noun} id {impl.id!r}")
+    registry[impl.id] = impl
     return impl
+
+
+def _get(registry: dict, impl_id: str, noun: str):
+    try:
+        return registry[impl_id]
+    except KeyError:
+        raise ValueError(f"unknown {noun} {impl_id!r}; valid: {', '.join(registry)}") from None
+
+
+def register(impl: AttnImpl) -> AttnImpl:
+    return _add(REGISTRY, impl, "attention implementation")
 
 
 def get_impl(impl_id: str) -> AttnImpl:
     """Return the entry named `impl_id`; ValueError listing valid ids if unknown."""
-    try:
-        return REGISTRY[impl_id]
-    except KeyError:
-        raise ValueError(
-            f"unknown attention implementation {impl_id!r}; valid: {', '.join(REGISTRY)}"
-        ) from None
+    return _get(REGISTRY, impl_id, "attention implementation")
 
 
 def library_version(dist: str) -> str:
@@ -330,17 +336,9 @@ VARLEN_REGISTRY: dict[str, VarlenImpl] = {}
 
 
 def register_varlen(impl: VarlenImpl) -> VarlenImpl:
-    if impl.id in VARLEN_REGISTRY:
-        raise ValueError(f"duplicate varlen implementation id {impl.id!r}")
-    VARLEN_REGISTRY[impl.id] = impl
-    return impl
+    return _add(VARLEN_REGISTRY, impl, "varlen implementation")
 
 
 def get_varlen_impl(impl_id: str) -> VarlenImpl:
     """Return the varlen entry named `impl_id`; ValueError listing valid ids if unknown."""
-    try:
-        return VARLEN_REGISTRY[impl_id]
-    except KeyError:
-        raise ValueError(
-            f"unknown varlen implementation {impl_id!r}; valid: {', '.join(VARLEN_REGISTRY)}"
-        ) from None
+    return _get(VARLEN_REGISTRY, impl_id, "varlen implementation")
