@@ -98,7 +98,18 @@ def attention_call(attention: AttnFn, layout: str, batch: int, shape: AttnShape,
     backward = direction == "fwd_bwd"
     for t in (q, k, v):
         t.requires_grad_(backward)
-    forward = torch.compile(attention) if compiled else attention
+    forward = attention
+    if compiled:
+        # One eager call first: library-side caches keyed by the inputs (Transformer Engine's
+        # backend selection) are then filled outside the traced code, which Dynamo failed to
+        # trace on the H200. The wrapper keeps an adapter's torch.compiler.disable in force:
+        # torch.compile(fn) unwraps a disabled fn and traces it anyway.
+        attention(q, k, v)
+
+        def compiled_attention(q, k, v):
+            return attention(q, k, v)
+
+        forward = torch.compile(compiled_attention)
     return AttentionCall(forward, (q, k, v), grad_out if backward else None)
 
 

@@ -78,6 +78,29 @@ def test_attention_call_inputs_and_directions(layout):
         attention_call(attention, layout, 3, shape, "backward")
 
 
+def test_compiled_attention_call_keeps_an_adapters_compiler_disable():
+    """xFormers' adapter runs outside graphs (torch.compiler.disable); torch.compile(fn) of a
+    disabled fn traces it anyway, which failed on the H200. The compiled call must not, and it
+    calls the adapter once eagerly first (Transformer Engine fills its backend cache there)."""
+    from torch._dynamo.testing import CompileCounter
+    shape = AttnShape(heads=2, head_dim=16, seq_len=64, device="cpu")
+    eager_calls = []
+
+    @torch.compiler.disable
+    def outside_graph(q, k, v):
+        eager_calls.append(torch.compiler.is_compiling())
+        return attention_math(q, k, v, "plain")
+
+    counter = CompileCounter()
+    original = torch.compile
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(torch, "compile", lambda fn: original(fn, backend=counter))
+        call = attention_call(outside_graph, "bhsd", 2, shape, "fwd", compiled=True)
+    assert eager_calls == [False]  # the priming call, before anything is compiled
+    call()
+    assert counter.op_count == 0 and eager_calls == [False, False]
+
+
 def test_attention_call_takes_an_output_of_merged_heads():
     """Some adapters (Transformer Engine) return (B, S, H·D); the gradient is viewed to match."""
     q, k, v = (torch.randn(2, 8, 3, 4, requires_grad=True) for _ in range(3))
