@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -447,3 +448,27 @@ def test_rerun_of_attention_cells_names_their_direction():
     tests = ["tests/test_attention.py::test_attention[flex-plain-196-eager-fwd]"]
     args = gate.rerun_pytest_args(tests, {"profile": "smoke"})
     assert args[args.index("--attn-direction") + 1] == "fwd" and args[args.index("--attn-impl") + 1] == "flex"
+
+
+def _busy(seconds):
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+def test_injected_slowdown_is_sized_by_measurement():
+    """A stand-in of a device that idles 2 ms per call waiting for launches: injected work up to
+    2 ms hides in that gap, so work sized from the target alone (1.5 ms) would show none. The
+    injection is re-sized until the measured slowdown is the target."""
+    from attn_bench.harness import slowed_down
+    last = [time.perf_counter()]
+
+    def step():  # 2 ms of work after an idle gap of 2 ms that earlier work can fill
+        _busy(max(0.0, 0.002 - (time.perf_counter() - last[0])))
+        _busy(0.002)
+        last[0] = time.perf_counter()
+
+    slow, info = slowed_down(step, 1, 0.5, "cpu")
+    assert info["injected_base_ms"] == pytest.approx(4.0, rel=0.2)
+    assert info["injected_slowdown_ms"] == pytest.approx(0.5 * info["injected_base_ms"])
+    assert info["injected_measured_ms"] == pytest.approx(info["injected_slowdown_ms"], rel=0.1)
