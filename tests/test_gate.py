@@ -408,6 +408,17 @@ def test_h200_same_code_pairings_flag_nothing_and_slowdowns_are_caught():
     assert result["worst_same_low"][0] == pytest.approx(1.47, abs=0.01)
 
 
+def test_h200_current_settings_same_code_flags_nothing():
+    """results/h200/gate/ (10 rounds of 3 steps, seq 196): the rates in README and its README."""
+    gate_runs = ROOT / "results" / "h200" / "gate"
+    same = [gate.load_run(gate_runs / f"g-same-{i}.json") for i in (1, 2, 3)]
+    result = gate.calibrate(same, [gate.load_run(gate_runs / "g-slow5.json")])
+    counts = {key: (case.flagged, case.compared) for key, case in result.items() if key != "worst_same_low"}
+    assert counts == {"same": (0, 36), "same_confirmed": (0, 36), "synthetic": (35, 36),
+                      "synthetic_confirmed": (36, 36), "slow0": (15, 18)}
+    assert result["worst_same_low"][0] == pytest.approx(-0.59, abs=0.01)
+
+
 def test_calibrate_command(capsys, tmp_path):
     markdown = tmp_path / "calibration.md"
     proc = _gate(capsys, "calibrate", H200 / "g-same-1.json", H200 / "g-same-2.json",

@@ -47,7 +47,9 @@ for i in 1 2 3; do run g-same-$i "" $GATE; done
 run g-slow5 "" $GATE --attn-slowdown 0.05
 for cur in g-same-2 g-slow5; do
   in_env "" python3 -m attn_bench.gate compare "$RES/g-same-1.json" "$RES/$cur.json" --json "$RES/gate-$cur.json" > "$RES/gate-$cur.txt" 2>&1
-  mapfile -t again < <(python3 -c "import json,sys; print('\n'.join(json.load(open(sys.argv[1]))['rerun']['pytest_args']))" "$RES/gate-$cur.json")
+  # As run, this line printed an empty line when no cell needed confirming, so `again` held one
+  # empty argument and the next line started the whole suite (g-same-2-rerun, stopped, no result).
+  mapfile -t again < <(python3 -c "import json,sys; a=json.load(open(sys.argv[1]))['rerun']['pytest_args']; a and print('\n'.join(a))" "$RES/gate-$cur.json")
   if [ ${#again[@]} -gt 0 ]; then
     run $cur-rerun "" "${again[@]}"
     in_env "" python3 -m attn_bench.gate compare "$RES/g-same-1.json" "$RES/$cur.json" "$RES/$cur-rerun.json" --json "$RES/gate-$cur-confirmed.json" >> "$RES/gate-$cur.txt" 2>&1
