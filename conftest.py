@@ -9,7 +9,7 @@ import torch
 from attn_bench import envinfo
 from attn_bench.harness import DEFAULT_ROUNDS, MODES, Suite
 from attn_bench.kernel_bench import DIRECTIONS
-from attn_bench.model import CONFIGS, SEQ_LENS, TIMED_MATMUL_PRECISION
+from attn_bench.model import COMPILE_SCOPES, CONFIGS, SEQ_LENS, TIMED_MATMUL_PRECISION
 from attn_bench.runs import gpu_model, report_outcome
 from attn_impls import REGISTRY, VARIANTS
 
@@ -41,6 +41,9 @@ def pytest_addoption(parser):
                          "cell's attention, in the same process (extra_info.study_median_ms, vs_study_pct)")
     group.addoption("--attn-slowdown", type=float, default=0.0,
                     help="inject real extra work worth this fraction of each step (gate testing)")
+    group.addoption("--attn-compile-scope", default="block", choices=COMPILE_SCOPES,
+                    help="compiled cells: compile each block (regional, default) or the whole model "
+                         "(as the study's code does)")
     group.addoption("--attn-varlen-lengths", default="fixed", choices=("fixed", "changing"),  # varlen.LENGTHS
                     help="test_varlen_train_step: the same image sizes every step, or new ones every step "
                          "(extra_info.recompiles); 'changing' also runs test_varlen_flex_lengths (the hazard)")
@@ -86,6 +89,7 @@ def pytest_configure(config):
         bare_loop=config.getoption("attn_bare_loop"),
         study=config.getoption("attn_study"),
         slowdown=config.getoption("attn_slowdown"),
+        compile_scope=config.getoption("attn_compile_scope"),
     )
     config._attn_skipped = []
     config._attn_failed = []
@@ -186,6 +190,7 @@ def pytest_benchmark_update_json(config, benchmarks, output_json):
         "rounds": s.rounds,
         "warmup": s.warmup,
         "slowdown": s.slowdown,
+        "compile_scope": s.compile_scope,
         "bare_loop": s.bare_loop,
         "study": s.study,
         # bf16 dense matmul TFLOP/s, measured once by the first attention-kernel cell on CUDA

@@ -371,6 +371,8 @@ def rerun_pytest_args(tests: list[str], settings: dict) -> list[str]:
             args += [option, str(settings[key])]
     if settings.get("slowdown"):
         args += ["--attn-slowdown", str(settings["slowdown"])]
+    if "compile_scope" in settings:
+        args += ["--attn-compile-scope", settings["compile_scope"]]
     params = [cell_params(test) for test in tests]
     if all(params):
         for option, key in (("--attn-impl", "impl"), ("--attn-variant", "variant"),

@@ -24,7 +24,7 @@ from .model import (
     TrainStep,
     VitConfig,
     build_model,
-    compile_blocks,
+    compile_model,
     float32_matmul_precision,
     forward_flops,
     get_config,
@@ -82,6 +82,7 @@ class Suite:
     bare_loop: bool = False
     study: bool = False
     slowdown: float = 0.0
+    compile_scope: str = "block"  # model.COMPILE_SCOPES
     # Measured once per session by the first attention-kernel cell on CUDA (`matmul_peak`).
     matmul_peak_tflops: float | None = None
     _attention_parity: dict = field(default_factory=dict)
@@ -164,7 +165,7 @@ class Suite:
         native fp32; `first_step_s` is the wall time of the first model's first step."""
         references = self.model_references(cell.variant, cell.seq_len)
         report = parity.check_model(f"model {cell.name}", attention, cell.impl.layout, references,
-                                    self.device, compiled=cell.mode == "compiled")
+                                    self.device, compile_scope=self.cell_compile_scope(cell))
         release_memory(self.device)
         return report
 
@@ -195,7 +196,7 @@ class Suite:
             return self.model_parity_once(cell, attention)
         report = parity.check_model_forward(f"model {cell.name}", attention, cell.impl.layout,
                                             self.model_references(cell.variant, cell.seq_len), self.device,
-                                            compiled=cell.mode == "compiled")
+                                            compile_scope=self.cell_compile_scope(cell))
         release_memory(self.device)
         return report
 
@@ -212,13 +213,17 @@ class Suite:
 
     # --- building and running ---------------------------------------------------
     def new_model(self, cell: Cell, attention: AttnFn):
-        """A fresh full ViT of `cell` (timm's init) with the cell's `attention`, its blocks compiled
-        in compiled cells, and the cell's synthetic batch: (model, images, labels)."""
+        """A fresh full ViT of `cell` (timm's init) with the cell's `attention`, compiled with the
+        suite's `compile_scope` in compiled cells, and the cell's synthetic batch: (model, images, labels)."""
         cfg = self.config(cell.seq_len)
         model = build_model(cfg, attention, cell.impl.layout, self.device)
         if cell.mode == "compiled":
-            compile_blocks(model)
+            compile_model(model, self.compile_scope)
         return (model, *synthetic_batch(cfg, self.device))
+
+    def cell_compile_scope(self, cell: Cell) -> str | None:
+        """How `cell`'s models are compiled: the suite's scope in compiled cells, None in eager."""
+        return self.compile_scope if cell.mode == "compiled" else None
 
     def new_step(self, cell: Cell, attention: AttnFn) -> TrainStep:
         """A fresh timed training step of `cell` (timm's init) with the cell's `attention`."""

@@ -213,11 +213,26 @@ class InferStep:
         return self.last_logits
 
 
+# How compiled cells compile the model: "block" (regional: one graph for the repeated block,
+# reused by all; the default) or "model" (the whole model, as the study's code does).
+COMPILE_SCOPES = ("block", "model")
+
+
 def compile_blocks(model: nn.Module) -> None:
     """Regional compilation of a model with `.blocks` (the ViT, the packed ViT): one compiled
     graph for the repeated block, reused by all."""
     for block in model.blocks:
         block.compile()
+
+
+def compile_model(model: nn.Module, scope: str) -> None:
+    """Compile `model` in place with `scope` (COMPILE_SCOPES)."""
+    if scope == "block":
+        compile_blocks(model)
+    elif scope == "model":
+        model.compile()
+    else:
+        raise ValueError(f"unknown compile scope {scope!r}; valid: {', '.join(COMPILE_SCOPES)}")
 
 
 def forward_flops(cfg: VitConfig) -> float:

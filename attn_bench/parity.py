@@ -54,7 +54,7 @@ from .model import (
     TrainStep,
     VitConfig,
     build_model,
-    compile_blocks,
+    compile_model,
     merge_heads,
     split_qkv,
     synthetic_batch,
@@ -413,12 +413,13 @@ class ModelReference:
 
 
 def parity_model(cfg: VitConfig, attention: AttnFn, layout: str, device: str, weights: dict,
-                 compiled: bool = False) -> torch.nn.Module:
-    """A fresh model of the cell carrying the parity weights."""
+                 compile_scope: str | None = None) -> torch.nn.Module:
+    """A fresh model of the cell carrying the parity weights, compiled with `compile_scope`
+    (model.COMPILE_SCOPES) unless it is None."""
     model = build_model(cfg, attention, layout, device)
     model.load_state_dict(weights)
-    if compiled:
-        compile_blocks(model)
+    if compile_scope:
+        compile_model(model, compile_scope)
     return model
 
 
@@ -462,14 +463,15 @@ def model_references(cfg: VitConfig, variant: str, device: str,
 
 
 def check_model(title: str, attention: AttnFn, layout: str, references: list[ModelReference], device: str,
-                compiled: bool = False) -> ParityReport:
-    """First bf16 training step of a fresh parity model of the cell per reference.
+                compile_scope: str | None = None) -> ParityReport:
+    """First bf16 training step of a fresh parity model of the cell per reference (compiled
+    with `compile_scope` unless it is None).
 
     Sets `first_step_s` to the first model's first step (compilation included in compiled cells).
     """
     checks, first_step_s = [], None
     for reference in references:
-        model = parity_model(reference.cfg, attention, layout, device, reference.weights, compiled)
+        model = parity_model(reference.cfg, attention, layout, device, reference.weights, compile_scope)
         out = first_step(model, reference.images, reference.labels, device, autocast=True)
         del model
         if first_step_s is None:
@@ -483,13 +485,13 @@ def check_model(title: str, attention: AttnFn, layout: str, references: list[Mod
 
 
 def check_model_forward(title: str, attention: AttnFn, layout: str, references: list[ModelReference],
-                        device: str, compiled: bool = False) -> ParityReport:
+                        device: str, compile_scope: str | None = None) -> ParityReport:
     """The model check without a backward (for implementations that have none here): the
     logits of one inference forward (`InferStep`) of a fresh parity model per reference
     against the fp32 logits, under `check_model`'s limit for logits."""
     checks = []
     for reference in references:
-        model = parity_model(reference.cfg, attention, layout, device, reference.weights, compiled)
+        model = parity_model(reference.cfg, attention, layout, device, reference.weights, compile_scope)
         logits = InferStep(model, reference.images, device)().float()
         del model
         checks.append(TensorCheck(f"logits ({reference.name})", relative_error(logits, reference.ref["logits"]),

@@ -79,7 +79,7 @@ OTHER_TEST_S = 10.0
 PREVIOUS_RUNS = 10  # newest runs in storage searched for measured costs
 
 # Settings every shard must share to be merged into one run (those its attn_suite records).
-SETTINGS = ("profile", "device", "rounds", "warmup", "slowdown", "bare_loop", "study")
+SETTINGS = ("profile", "device", "rounds", "warmup", "slowdown", "bare_loop", "study", "compile_scope")
 RESTARTS = 1  # new workers for the cells a crashed worker never started
 LOG_TAIL_LINES = 15
 # pytest options the runner sets itself or that cannot mean anything for a sharded run.

@@ -61,14 +61,14 @@ def round_times_s(bench: dict) -> list[float] | None:
 
 # What must be equal for two runs' step times to be comparable: the run-level settings in
 # `attn_suite` and the per-cell ones that pytest-benchmark and the harness record.
-RUN_SETTINGS = ("profile", "rounds", "warmup", "slowdown")
+RUN_SETTINGS = ("profile", "rounds", "warmup", "slowdown", "compile_scope")
 CELL_SETTINGS = {"iterations": ("stats", "iterations"), "steps_per_round": ("extra_info", "steps_per_round")}
 
 
 def run_settings(run: dict) -> dict:
     """The timing settings a run recorded: {name: value}; a setting it did not record is absent.
 
-    Run-level: profile, rounds, warmup, slowdown. Per cell: iterations (pytest-benchmark's steps
+    Run-level: profile, rounds, warmup, slowdown, compile_scope. Per cell: iterations (pytest-benchmark's steps
     per round) and steps_per_round (the harness's), given as the one value all cells share, or a
     sorted tuple when they differ.
     """

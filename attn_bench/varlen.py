@@ -59,7 +59,7 @@ from .harness import (
     require,
 )
 from .kernels import check_kernels, profiled_names
-from .model import AttentionBlock, TrainStep, compile_blocks, merge_heads, split_qkv, synchronize
+from .model import AttentionBlock, TrainStep, compile_model, merge_heads, split_qkv, synchronize
 
 
 @dataclass(frozen=True)
@@ -555,7 +555,7 @@ def _run_varlen_cell(suite, impl: VarlenImpl, mode: str, benchmark, lengths: str
     batches = [make_batch(cfg, impl.packing, device, seed) for seed in seeds]
     model = build_packed_model(cfg, attention, device)
     if compiled:
-        compile_blocks(model)  # regional, as in the other cells
+        compile_model(model, suite.compile_scope)
     step = VarlenTrainStep(model, batches, device)
     torch._dynamo.utils.counters.clear()  # the parity check compiled its own graphs
     start = time.perf_counter()

@@ -162,7 +162,7 @@ def _run(times_s: dict, gpu="cpu", rounds=5, iterations=1, when="2026-12-01T10:0
                 "extra_info": {"steps_per_round": iterations}}
     return {"machine_info": {"gpu": {"gpu": gpu}, "libraries": {}}, "datetime": when,
             "attn_suite": {"profile": "smoke", "rounds": rounds, "warmup": 1, "slowdown": 0.0,
-                           "skipped": [], "failed": []},
+                           "compile_scope": "block", "skipped": [], "failed": []},
             "benchmarks": [bench(n, t) for n, t in times_s.items()]}
 
 
@@ -302,6 +302,7 @@ def test_a_selection_that_matches_nothing_fails(tmp_path, capsys):
     ("rounds", lambda r: r["attn_suite"].update(rounds=10), "baseline 5, current 10"),
     ("warmup", lambda r: r["attn_suite"].update(warmup=2), "baseline 1, current 2"),
     ("slowdown", lambda r: r["attn_suite"].update(slowdown=0.15), "baseline 0.0, current 0.15"),
+    ("compile_scope", lambda r: r["attn_suite"].update(compile_scope="model"), "baseline 'block', current 'model'"),
     ("iterations", lambda r: r["benchmarks"][0]["stats"].update(iterations=3), "baseline 1, current 3"),
     ("steps_per_round", lambda r: r["benchmarks"][0]["extra_info"].update(steps_per_round=3),
      "baseline 1, current 3"),
@@ -375,7 +376,8 @@ def test_confirmation_rerun_selection_and_pooled_verdict(tmp_path, capsys):
     assert rerun["cells"] == [TEST.format("native-plain-196-eager")]
     assert rerun["pytest_args"] == [
         "tests/test_train_step.py", "--benchmark-only", "--attn-profile", "smoke", "--attn-rounds", "5",
-        "--attn-warmup", "1", "--attn-impl", "native", "--attn-variant", "plain", "--attn-seq-len", "196",
+        "--attn-warmup", "1", "--attn-compile-scope", "block", "--attn-impl", "native",
+        "--attn-variant", "plain", "--attn-seq-len", "196",
         "--attn-mode", "eager", "-k", "test_train_step[native-plain-196-eager]"]
     # A rerun as slow as the first run confirms the regression; one that is fast again leaves
     # the pooled median between the two and the interval across the threshold: not confirmed.
@@ -389,7 +391,8 @@ def test_confirmation_rerun_selection_and_pooled_verdict(tmp_path, capsys):
 
 def test_rerun_arguments_select_exactly_the_cells():
     cells = [TEST.format("native-plain-196-eager"), TEST.format("sdpa_math-plain-3136-compiled")]
-    args = gate.rerun_pytest_args(cells, {"profile": "smoke", "rounds": 3, "warmup": 1})
+    args = gate.rerun_pytest_args(cells, {"profile": "smoke", "rounds": 3, "warmup": 1, "compile_scope": "model"})
+    assert args[args.index("--attn-compile-scope") + 1] == "model"
     proc = subprocess.run([sys.executable, "-m", "pytest", *args, "--collect-only", "-q", "-p", "no:cacheprovider"],
                           check=False, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120)
     collected = [line for line in proc.stdout.splitlines() if "::test_train_step[" in line]

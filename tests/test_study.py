@@ -54,3 +54,34 @@ def test_timed_rounds_end_with_their_sync_after_earlier_calls(monkeypatch):
         calls[0] += 1
         step()
     assert synced_after == [3, 6]
+
+
+def test_compile_scopes():
+    """Compiled cells compile each block (default) or, with --attn-compile-scope model, the whole
+    model as the study's code does."""
+    from attn_bench.model import compile_model, get_config
+    cfg = get_config("smoke", 196)
+    attention = REGISTRY["native"].factory("plain", AttnShape(cfg.heads, cfg.head_dim, cfg.seq_len, "cpu"))
+    blocks = build_model(cfg, attention, "bhsd", "cpu")
+    compile_model(blocks, "block")
+    assert blocks._compiled_call_impl is None and all(b._compiled_call_impl is not None for b in blocks.blocks)
+    whole = build_model(cfg, attention, "bhsd", "cpu")
+    compile_model(whole, "model")
+    assert whole._compiled_call_impl is not None and all(b._compiled_call_impl is None for b in whole.blocks)
+    with pytest.raises(ValueError, match="valid: block, model"):
+        compile_model(whole, "layer")
+
+
+def test_whole_model_compile_scope_runs_a_cell(tmp_path):
+    """A compiled cell with the study's scope passes its gates and records the scope."""
+    import json
+
+    from benchruns import run_suite
+    out = tmp_path / "model-scope.json"
+    proc = run_suite(out, "--benchmark-only", "--attn-impl", "native", "--attn-variant", "plain",
+                     "--attn-seq-len", "196", "--attn-mode", "compiled", "--attn-compile-scope", "model",
+                     "--attn-rounds", "2")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    run = json.loads(out.read_text())
+    assert run["attn_suite"]["compile_scope"] == "model"
+    assert [b["name"] for b in run["benchmarks"]] == ["test_train_step[native-plain-196-compiled]"]
