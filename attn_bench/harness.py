@@ -370,13 +370,7 @@ class Suite:
 
         cfg = self.config(cell.seq_len)
         step = self.new_infer_step(cell, attention)
-        first_step_s = kernel_bench.seconds_per_call(step, self.device, calls=1)  # compiles in compiled cells
-        compile_cache = inductor_cache_state()
-        names = profiled_names(SyncedRounds(step, self.device), self.device)
-        kernels = check_kernels(cell.impl, names, backward=False, variant=cell.variant,
-                                own_visible=own_names_visible(cell.impl, self.device))
-        if not kernels.ok:
-            raise CellFailure(kernels.explain())
+        first_step_s, compile_cache, kernels = self._first_call_and_kernels(cell, step, backward=False)
         steps = STEPS_PER_ROUND[self.profile]
         timing = self._time_rounds(step, steps, benchmark, f"infer-{cell.seq_len}-{cell.mode}")
         if not bool(torch.isfinite(step.last_logits).all()):
@@ -432,13 +426,7 @@ class Suite:
                                            compiled=cell.mode == "compiled")
         cuda, bare = self.device.startswith("cuda"), None
         with float32_matmul_precision(TIMED_MATMUL_PRECISION):
-            first_call_s = kernel_bench.seconds_per_call(call, self.device, calls=1)  # compiles in compiled cells
-            compile_cache = inductor_cache_state()
-            names = profiled_names(SyncedRounds(call, self.device), self.device)
-            kernels = check_kernels(cell.impl, names, backward=backward, variant=cell.variant,
-                                    own_visible=own_names_visible(cell.impl, self.device))
-            if not kernels.ok:
-                raise CellFailure(kernels.explain())
+            first_call_s, compile_cache, kernels = self._first_call_and_kernels(cell, call, backward)
             calls = kernel_bench.size_rounds(call, self.device)
             group = f"attention-{cell.seq_len}-{cell.mode}-{cell.direction}"
             timing = self._time_rounds(call, calls, benchmark, group)
@@ -486,6 +474,19 @@ class Suite:
         return {"impl": cell.impl.id, "library": cell.impl.library, "variant": cell.variant,
                 "seq_len": cell.seq_len, "mode": cell.mode, "profile": self.profile, "device": self.device,
                 "batch": cfg.batch, "heads": cfg.heads, "head_dim": cfg.head_dim}
+
+    def _first_call_and_kernels(self, cell: Cell, fn, backward: bool):
+        """Time `fn`'s first call (compilation included in compiled cells), read Inductor's cache
+        state, then profile one more call and check its kernels; CellFailure if they are wrong.
+        Returns (first call seconds, cache state, kernel check)."""
+        first_s = kernel_bench.seconds_per_call(fn, self.device, calls=1)
+        compile_cache = inductor_cache_state()
+        names = profiled_names(SyncedRounds(fn, self.device), self.device)
+        kernels = check_kernels(cell.impl, names, backward=backward, variant=cell.variant,
+                                own_visible=own_names_visible(cell.impl, self.device))
+        if not kernels.ok:
+            raise CellFailure(kernels.explain())
+        return first_s, compile_cache, kernels
 
     def _time_rounds(self, fn, calls: int, benchmark, group: str) -> dict:
         """Time `fn` with `benchmark.pedantic` in rounds of `calls` calls ending with one
