@@ -9,7 +9,7 @@ import torch
 from attn_bench import envinfo
 from attn_bench.harness import DEFAULT_ROUNDS, MODES, Suite
 from attn_bench.kernel_bench import DIRECTIONS
-from attn_bench.model import COMPILE_SCOPES, CONFIGS, SEQ_LENS, TIMED_MATMUL_PRECISION
+from attn_bench.model import COMPILE_SCOPES, CONFIGS, DEFAULT_COMPILE_SCOPE, SEQ_LENS, TIMED_MATMUL_PRECISION
 from attn_bench.runs import gpu_model, report_outcome
 from attn_impls import REGISTRY, VARIANTS
 
@@ -41,9 +41,9 @@ def pytest_addoption(parser):
                          "cell's attention, in the same process (extra_info.study_median_ms, vs_study_pct)")
     group.addoption("--attn-slowdown", type=float, default=0.0,
                     help="inject real extra work worth this fraction of each step (gate testing)")
-    group.addoption("--attn-compile-scope", default="block", choices=COMPILE_SCOPES,
-                    help="compiled cells: compile each block (regional, default) or the whole model "
-                         "(as the study's code does)")
+    group.addoption("--attn-compile-scope", default=DEFAULT_COMPILE_SCOPE, choices=COMPILE_SCOPES,
+                    help="compiled ViT cells: compile the whole model (default, as the study's code does) "
+                         "or each block (regional); packed varlen cells always compile each block")
     group.addoption("--attn-varlen-lengths", default="fixed", choices=("fixed", "changing"),  # varlen.LENGTHS
                     help="test_varlen_train_step: the same image sizes every step, or new ones every step "
                          "(extra_info.recompiles); 'changing' also runs test_varlen_flex_lengths (the hazard)")

@@ -18,6 +18,7 @@ from .kernel_bench import DIRECTIONS, SyncedRounds
 from .kernels import check_kernels, own_names_visible, profiled_names
 from .model import (
     CONFIGS,
+    DEFAULT_COMPILE_SCOPE,
     SEQ_LENS,
     TIMED_MATMUL_PRECISION,
     InferStep,
@@ -82,7 +83,7 @@ class Suite:
     bare_loop: bool = False
     study: bool = False
     slowdown: float = 0.0
-    compile_scope: str = "block"  # model.COMPILE_SCOPES
+    compile_scope: str = DEFAULT_COMPILE_SCOPE  # model.COMPILE_SCOPES
     # Measured once per session by the first attention-kernel cell on CUDA (`matmul_peak`).
     matmul_peak_tflops: float | None = None
     _attention_parity: dict = field(default_factory=dict)

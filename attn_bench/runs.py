@@ -61,19 +61,24 @@ def round_times_s(bench: dict) -> list[float] | None:
 
 # What must be equal for two runs' step times to be comparable: the run-level settings in
 # `attn_suite` and the per-cell ones that pytest-benchmark and the harness record.
-RUN_SETTINGS = ("profile", "rounds", "warmup", "slowdown", "compile_scope")
+RUN_SETTINGS = ("profile", "rounds", "warmup", "slowdown")
+SCOPED_TESTS = ("test_train_step[", "test_infer_step[")  # cells whose model --attn-compile-scope compiles
 CELL_SETTINGS = {"iterations": ("stats", "iterations"), "steps_per_round": ("extra_info", "steps_per_round")}
 
 
 def run_settings(run: dict) -> dict:
     """The timing settings a run recorded: {name: value}; a setting it did not record is absent.
 
-    Run-level: profile, rounds, warmup, slowdown, compile_scope. Per cell: iterations (pytest-benchmark's steps
-    per round) and steps_per_round (the harness's), given as the one value all cells share, or a
-    sorted tuple when they differ.
+    Run-level: profile, rounds, warmup, slowdown, and compile_scope when the run has compiled
+    training or inference cells (the only ones it changes; a run written before the option compiled
+    each block). Per cell: iterations (pytest-benchmark's steps per round) and steps_per_round (the
+    harness's), given as the one value all cells share, or a sorted tuple when they differ.
     """
     suite = run.get("attn_suite") or {}
     settings = {name: suite[name] for name in RUN_SETTINGS if suite.get(name) is not None}
+    if suite and any((b.get("extra_info") or {}).get("mode") == "compiled" and b["name"].startswith(SCOPED_TESTS)
+                     for b in run["benchmarks"]):
+        settings["compile_scope"] = suite.get("compile_scope", "block")
     for name, (section, key) in CELL_SETTINGS.items():
         values = {(b.get(section) or {}).get(key) for b in run["benchmarks"]} - {None}
         if values:

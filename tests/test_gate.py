@@ -159,7 +159,7 @@ def _run(times_s: dict, gpu="cpu", rounds=5, iterations=1, when="2026-12-01T10:0
         data = times if isinstance(times, list) else [times] * rounds
         return {"fullname": TEST.format(name), "name": f"test_train_step[{name}]",
                 "stats": {"median": sorted(data)[len(data) // 2], "data": data, "iterations": iterations},
-                "extra_info": {"steps_per_round": iterations}}
+                "extra_info": {"steps_per_round": iterations, "mode": name.rsplit("-", 1)[-1]}}
     return {"machine_info": {"gpu": {"gpu": gpu}, "libraries": {}}, "datetime": when,
             "attn_suite": {"profile": "smoke", "rounds": rounds, "warmup": 1, "slowdown": 0.0,
                            "compile_scope": "block", "skipped": [], "failed": []},
@@ -308,7 +308,7 @@ def test_a_selection_that_matches_nothing_fails(tmp_path, capsys):
      "baseline 1, current 3"),
 ])
 def test_runs_with_different_settings_are_refused(tmp_path, capsys, setting, edit, values):
-    base = _run({"a-plain-196-eager": 0.1})
+    base = _run({"a-plain-196-compiled": 0.1})
     cur = copy.deepcopy(base)
     edit(cur)
     base_path, cur_path = _save(tmp_path / "base.json", base), _save(tmp_path / "cur.json", cur)
@@ -317,6 +317,20 @@ def test_runs_with_different_settings_are_refused(tmp_path, capsys, setting, edi
     assert f"{setting}: {values}" in proc.stderr and base_path in proc.stderr and cur_path in proc.stderr
     # Either way round: a slowed-down run is never accepted as the baseline.
     assert _gate(capsys, "compare", cur_path, base_path, "--allow-injected-slowdown").rc == 2
+
+
+def test_compile_scope_is_compared_only_for_compiled_model_cells_and_defaults_to_block(tmp_path, capsys):
+    eager = _run({"a-plain-196-eager": 0.1})
+    eager_model = copy.deepcopy(eager)
+    eager_model["attn_suite"]["compile_scope"] = "model"
+    assert _gate(capsys, "compare", _save(tmp_path / "e1.json", eager),
+                 _save(tmp_path / "e2.json", eager_model)).rc == 0
+    before_the_option = _run({"a-plain-196-compiled": 0.1})
+    del before_the_option["attn_suite"]["compile_scope"]
+    now = _run({"a-plain-196-compiled": 0.1})
+    now["attn_suite"]["compile_scope"] = "model"
+    proc = _gate(capsys, "compare", _save(tmp_path / "old.json", before_the_option), _save(tmp_path / "now.json", now))
+    assert proc.rc == 2 and "compile_scope: baseline 'block', current 'model'" in proc.stderr
 
 
 def test_a_run_without_round_times_is_refused(tmp_path, capsys):

@@ -57,8 +57,8 @@ def test_timed_rounds_end_with_their_sync_after_earlier_calls(monkeypatch):
 
 
 def test_compile_scopes():
-    """Compiled cells compile each block (default) or, with --attn-compile-scope model, the whole
-    model as the study's code does."""
+    """Compiled cells compile the whole model as the study's code does (default) or, with
+    --attn-compile-scope block, each block."""
     from attn_bench.model import compile_model, get_config
     cfg = get_config("smoke", 196)
     attention = REGISTRY["native"].factory("plain", AttnShape(cfg.heads, cfg.head_dim, cfg.seq_len, "cpu"))
@@ -68,20 +68,29 @@ def test_compile_scopes():
     whole = build_model(cfg, attention, "bhsd", "cpu")
     compile_model(whole, "model")
     assert whole._compiled_call_impl is not None and all(b._compiled_call_impl is None for b in whole.blocks)
-    with pytest.raises(ValueError, match="valid: block, model"):
+    with pytest.raises(ValueError, match="valid: model, block"):
         compile_model(whole, "layer")
 
 
-def test_whole_model_compile_scope_runs_a_cell(tmp_path):
-    """A compiled cell with the study's scope passes its gates and records the scope."""
+def test_compiled_cells_compile_the_whole_model_by_default_and_varlen_cells_each_block(tmp_path):
+    """By default a compiled cell compiles the whole model, as the study's code does, passes its
+    gates and records the scope; a compiled packed varlen cell compiles each block even when the
+    whole model is asked for (its per-step mask preparation must stay outside the graphs)."""
     import json
 
     from benchruns import run_suite
-    out = tmp_path / "model-scope.json"
+    out = tmp_path / "default-scope.json"
     proc = run_suite(out, "--benchmark-only", "--attn-impl", "native", "--attn-variant", "plain",
-                     "--attn-seq-len", "196", "--attn-mode", "compiled", "--attn-compile-scope", "model",
-                     "--attn-rounds", "2")
+                     "--attn-seq-len", "196", "--attn-mode", "compiled", "--attn-rounds", "2")
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     run = json.loads(out.read_text())
     assert run["attn_suite"]["compile_scope"] == "model"
     assert [b["name"] for b in run["benchmarks"]] == ["test_train_step[native-plain-196-compiled]"]
+
+    varlen = tmp_path / "varlen.json"
+    proc = run_suite(varlen, "--benchmark-only", "--attn-mode", "compiled", "--attn-compile-scope", "model",
+                     "--attn-rounds", "2", "-k", "sdpa_dense_math", tests=("tests/test_varlen_train_step.py",))
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    (cell,) = json.loads(varlen.read_text())["benchmarks"]
+    assert cell["name"] == "test_varlen_train_step[sdpa_dense_math-compiled]"
+    assert cell["extra_info"]["compile_scope"] == "block" and cell["extra_info"]["recompiles"] == 0
