@@ -3,6 +3,7 @@
 Commands (exit 0 = pass, 1 = the gate failed, 2 = refused or bad input):
 
     python -m attn_bench.gate compare BASELINE.json CURRENT.json [RERUN.json ...]
+        [--baseline-rerun BASE_RERUN.json ...]
         [--reference REF.json] [--threshold PCT] [--confidence C] [--cells REGEX]
         [--json FILE] [--markdown FILE] [--allow-injected-slowdown]
     python -m attn_bench.gate compare --storage DIR [...]  # the two newest runs in DIR, by recorded date
@@ -26,6 +27,10 @@ cell only in the current run. Confirmation: `compare` prints (and writes to --js
 selection of the REGRESSED and unsure cells; rerun only those with the same settings, then
 `compare BASELINE CURRENT RERUN.json`: the current runs' rounds are pooled (resampled together,
 so a rerun that disagrees with the first run widens the interval), and that verdict is final.
+Where the baseline's commit (`rerun.baseline_commit` in --json) can be checked out, rerun the same
+selection on it right before, and pass it as `--baseline-rerun`: it is pooled with the baseline,
+so a baseline measured in another machine state (on the H200, a process 0.5-2.4 % slower than
+the next two) cannot hide a regression or fake one.
 
 `compare` refuses (exit 2), naming both runs and their values: different GPU models, different
 settings (profile, rounds, warmup, slowdown, iterations, steps_per_round; a setting is compared
@@ -271,15 +276,17 @@ def _rounds(bench: dict) -> list[float]:
     return rounds
 
 
-def compare(baseline: dict, current: dict | list[dict], rule: Rule = DEFAULT_RULE,
+def compare(baseline: dict | list[dict], current: dict | list[dict], rule: Rule = DEFAULT_RULE,
             cells: str | None = None) -> list[CellVerdict]:
     """A verdict per cell of either side: regressions under `rule` and lost coverage fail.
 
     `current` is one run or several runs of the same code (a run and the confirmation reruns
-    of some of its cells), whose rounds are pooled. `cells`, a regex, restricts the gate to the
-    cells whose test name it matches (to gate a rerun of a subset against a full baseline).
-    ValueError if nothing is left to compare: a selection must not pass by matching nothing.
+    of some of its cells), whose rounds are pooled; so is `baseline` (the baseline run and
+    reruns of its code). `cells`, a regex, restricts the gate to the cells whose test name it
+    matches (to gate a rerun of a subset against a full baseline). ValueError if nothing is
+    left to compare: a selection must not pass by matching nothing.
     """
+    baselines = [baseline] if isinstance(baseline, dict) else list(baseline)
     currents = [current] if isinstance(current, dict) else list(current)
     try:
         selected = re.compile(cells or "")
@@ -289,18 +296,20 @@ def compare(baseline: dict, current: dict | list[dict], rule: Rule = DEFAULT_RUL
     def keep(found: dict) -> dict:
         return {test: value for test, value in found.items() if selected.search(test)}
 
-    base_ran = keep(outcomes(baseline)[0])
+    base_ran = keep(pooled_outcomes(baselines)[0])
     cur_ran, cur_skipped, cur_failed = map(keep, pooled_outcomes(currents))
     verdicts = []
-    for test, bench in base_ran.items():
-        base_ms = median_ms(bench)
+    for test, benches in base_ran.items():
+        base_rounds = [_rounds(b) for b in benches] if test in cur_ran else []
+        base_ms = (median_ms(benches[0]) if len(benches) == 1
+                   else float(np.median(np.concatenate([_rounds(b) for b in benches]))) * 1e3)
         if test in cur_ran:
-            base_rounds = _rounds(bench)
             cur_rounds = [_rounds(b) for b in cur_ran[test]]
-            ratio = float(np.median(np.concatenate(cur_rounds)) / np.median(base_rounds))
-            low, high = ratio_interval([base_rounds], cur_rounds, rule)
+            ratio = float(np.median(np.concatenate(cur_rounds)) / np.median(np.concatenate(base_rounds)))
+            low, high = ratio_interval(base_rounds, cur_rounds, rule)
             status = decide(ratio, (low, high), rule.threshold_pct)
-            pooled = f"{len(cur_rounds)} current runs pooled" if len(cur_rounds) > 1 else ""
+            pooled = "; ".join(f"{len(r)} {side} runs pooled" for side, r in
+                               (("baseline", base_rounds), ("current", cur_rounds)) if len(r) > 1)
             verdicts.append(CellVerdict(test, status, base_ms, base_ms * ratio,
                                         ((low - 1) * 100, (high - 1) * 100), pooled))
         elif test in cur_failed:
@@ -385,7 +394,7 @@ def rerun_pytest_args(tests: list[str], settings: dict) -> list[str]:
 
 
 def verdict_json(comparisons: dict[str, list[CellVerdict]], rule: Rule, files: dict,
-                 rerun_args: list[str]) -> dict:
+                 rerun_args: list[str], baseline_commit: str | None = None) -> dict:
     """What `compare --json` writes: totals, the rule, and per compared run the cells' verdicts.
 
     Totals count distinct cells: `cells` judged, `flagged` REGRESSED against any compared run,
@@ -402,7 +411,8 @@ def verdict_json(comparisons: dict[str, list[CellVerdict]], rule: Rule, files: d
                  "statistic": "bootstrap percentile interval of median(current) / median(baseline)"},
         "files": files,
         "comparisons": {label: [v.as_dict() for v in vs] for label, vs in comparisons.items()},
-        "rerun": {"cells": rerun_cells(comparisons), "pytest_args": rerun_args},
+        "rerun": {"cells": rerun_cells(comparisons), "pytest_args": rerun_args,
+                  "baseline_commit": baseline_commit},
     }
 
 
@@ -579,6 +589,8 @@ def _write_json(path: str | None, content: dict) -> None:
 
 def _run_compare(args) -> int:
     rule = _rule(args)
+    if args.baseline_rerun and (args.storage or not args.runs or not Path(args.runs[0]).exists()):
+        raise ValueError("--baseline-rerun needs a BASELINE file to pool it with (not --storage)")
     if args.storage:
         if args.runs:
             raise ValueError("give either --storage DIR or BASELINE CURRENT, not both")
@@ -607,13 +619,17 @@ def _run_compare(args) -> int:
               f"(store this run as the baseline)")
         _write_json(args.json, {"verdict": "pass", "cells": 0, "flagged": 0, "note": "no baseline"})
         return 0
-    for path, run in [*against.values(), *zip(cur_paths, currents)]:
+    base_reruns = [(Path(p), load_run(p)) for p in args.baseline_rerun]
+    for path, run in [*against.values(), *zip(cur_paths, currents), *base_reruns]:
         require_round_times(run, str(path))
     for path, run in against.values():
         for cur_path, cur in zip(cur_paths, currents):
             check_comparable(run, cur, str(path), str(cur_path), args.allow_injected_slowdown)
     for cur_path, cur in zip(cur_paths[1:], currents[1:]):
         check_comparable(currents[0], cur, str(cur_paths[0]), str(cur_path))
+    for path, run in base_reruns:
+        base_path, base = against["baseline"]
+        check_comparable(base, run, str(base_path), str(path))
 
     comparisons, software = {}, []
     for label, (path, run) in against.items():
@@ -622,18 +638,25 @@ def _run_compare(args) -> int:
         software += [f"{d} (vs the {label})" for d in diffs]
         for diff in diffs:
             print(f"info: software differs: {diff} (vs the {label})")
-        comparisons[label] = compare(run, currents, rule, args.cells)
+        baselines = [run, *(r for _, r in base_reruns)] if label == "baseline" else run
+        comparisons[label] = compare(baselines, currents, rule, args.cells)
         for v in comparisons[label]:
             print(format_verdict(v, rule))
     again = rerun_cells(comparisons)
     rerun_args = rerun_pytest_args(again, run_settings(currents[0]))
+    base_commit = (against["baseline"][1].get("commit_info") or {}).get("id") if "baseline" in against else None
     if again and len(currents) == 1:
         print(f"{len(again)} cell(s) to confirm: rerun them, then gate again with the rerun's JSON added "
               f"after CURRENT:\n  python -m pytest {' '.join(_shell_quote(a) for a in rerun_args)} "
               "--benchmark-json RERUN.json")
+        if base_commit:
+            print(f"  and, where the baseline's commit {base_commit} can be checked out, the same selection "
+                  "on it right before, passed as --baseline-rerun BASE_RERUN.json")
     print(summary(comparisons, rule))
     files = {"current": cur_names, **{label: str(path) for label, (path, _) in against.items()}}
-    _write_json(args.json, verdict_json(comparisons, rule, files, rerun_args))
+    if base_reruns:
+        files["baseline_reruns"] = ", ".join(str(p) for p, _ in base_reruns)
+    _write_json(args.json, verdict_json(comparisons, rule, files, rerun_args, base_commit))
     if args.markdown:
         Path(args.markdown).write_text(gate_markdown(comparisons, rule, files, software), encoding="utf-8")
     return 1 if any(v.failed for vs in comparisons.values() for v in vs) else 0
@@ -706,6 +729,10 @@ def parser() -> argparse.ArgumentParser:
                         "matching none is an error")
     c.add_argument("--json", metavar="FILE", help="also write the verdict as JSON")
     c.add_argument("--markdown", metavar="FILE", help="also write the comparison as markdown")
+    c.add_argument("--baseline-rerun", nargs="+", default=[], metavar="RERUN.json",
+                   help="reruns of the baseline's code (the cells to confirm, run on the baseline's commit "
+                        "next to the current rerun), pooled with BASELINE, so that a baseline measured in "
+                        "another machine state cannot hide or fake a regression")
     c.add_argument("--allow-injected-slowdown", action="store_true",
                    help="accept current runs made with --attn-slowdown against a baseline without (tests the gate)")
     c.set_defaults(func=_run_compare)
