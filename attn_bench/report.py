@@ -12,8 +12,8 @@ when the runs recorded them: images/s (inference), effective TFLOP/s, share of t
 peak and deviation from do_bench (attention kernels), the deviation from the study's own
 loop (`vs study`) and, in compiled tables, compile seconds with the compile cache state.
 Then the study's comparisons of training steps (STUDY_PAIRS) as sentences, the skipped and
-failed cells, and a legend of the runs (file, date, commit, GPU, profile, and the bf16
-matmul peak where measured). The chart shows training-step speedups.
+failed cells, and a legend of the runs (file, date, commit, GPU, profile, the compile scope of
+compiled cells, and the bf16 matmul peak where measured). The chart shows training-step speedups.
 
 Several runs may be merged (e.g. the PyTorch matrix and a third-party run); a cell present
 in more than one file is taken from the last file that has it. Runs of different GPU models
@@ -29,7 +29,7 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 
 from .kernels import short_kernel_name
-from .runs import RunFileError, gpu_model, load_run, outcomes, short_name
+from .runs import RunFileError, gpu_model, load_run, outcomes, run_settings, short_name
 
 MODE_ORDER = ("eager", "compiled")
 TRAIN, INFER, ATTENTION = "train step", "inference step", "attention kernel"
@@ -49,6 +49,9 @@ STUDY_PAIRS = (
 SINGLE_RUN_LABEL = "this run"
 
 
+COMPILE_SCOPE_WORDS = {"model": "whole model", "block": "per block"}
+
+
 @dataclass(frozen=True)
 class RunSource:
     """Where a run came from, for the legend: its label (e.g. `r1`), file and recorded identity."""
@@ -60,11 +63,14 @@ class RunSource:
     gpu: str
     profile: str
     matmul_peak_tflops: float | None = None
+    compile_scope: str | None = None  # of its compiled training and inference cells, if it has any
 
     def legend(self) -> str:
-        """'r1: FILE, DATE, commit ID, GPU, profile P[, bf16 matmul peak N TFLOP/s]'."""
+        """'r1: FILE, DATE, commit ID, GPU, profile P[, compiled: SCOPE][, bf16 matmul peak N TFLOP/s]'."""
         text = (f"{self.label}: {self.name}, {self.datetime}, commit {self.commit}, {self.gpu}, "
                 f"profile {self.profile}")
+        if self.compile_scope:
+            text += f", compiled: {COMPILE_SCOPE_WORDS.get(self.compile_scope, self.compile_scope)}"
         if self.matmul_peak_tflops:
             text += f", bf16 matmul peak {self.matmul_peak_tflops:.0f} TFLOP/s"
         return text
@@ -95,7 +101,8 @@ def run_source(run: dict, label: str, name: str) -> RunSource:
     if commit_info.get("dirty"):
         commit += " (dirty)"
     return RunSource(label, name, _short_datetime(run.get("datetime")), commit, gpu_model(run),
-                     str(_profile(run)), (run.get("attn_suite") or {}).get("matmul_peak_tflops"))
+                     str(_profile(run)), (run.get("attn_suite") or {}).get("matmul_peak_tflops"),
+                     run_settings(run).get("compile_scope"))
 
 
 def cell_kind(fullname: str) -> tuple[str, dict] | None:

@@ -76,8 +76,8 @@ def run_settings(run: dict) -> dict:
     """
     suite = run.get("attn_suite") or {}
     settings = {name: suite[name] for name in RUN_SETTINGS if suite.get(name) is not None}
-    if suite and any((b.get("extra_info") or {}).get("mode") == "compiled" and b["name"].startswith(SCOPED_TESTS)
-                     for b in run["benchmarks"]):
+    if suite and any(short_name(b["fullname"]).startswith(SCOPED_TESTS)
+                     and (cell_params(b["fullname"]) or {}).get("mode") == "compiled" for b in run["benchmarks"]):
         settings["compile_scope"] = suite.get("compile_scope", "block")
     for name, (section, key) in CELL_SETTINGS.items():
         values = {(b.get(section) or {}).get(key) for b in run["benchmarks"]} - {None}

@@ -254,6 +254,19 @@ def test_rows_name_their_run_and_the_legend_gives_date_and_commit():
     assert "- r2: runs/b.json, 2026-12-01T10:00:00+00:00, commit abcdef0123 (dirty)," in md
 
 
+def test_the_legend_gives_the_compile_scope_of_compiled_cells():
+    new = _made_run(_cell("native", "plain", 196, "compiled", 120.0))
+    new["attn_suite"]["compile_scope"] = "model"
+    before_the_option = _made_run(_cell("flex", "plain", 196, "compiled", 110.0))
+    eager_only = _made_run(_cell("flex", "plain", 196, "eager", 140.0))
+    text = report.text_report(report.merge([new, before_the_option, eager_only], names=["a", "b", "c"]))
+    head = "2026-11-30T06:24:49+00:00, commit 824a0b5cf9, NVIDIA H200, profile full"
+    lines = text.splitlines()
+    assert f"  r1: a, {head}, compiled: whole model" in lines
+    assert f"  r2: b, {head}, compiled: per block" in lines
+    assert f"  r3: c, {head}" in lines
+
+
 def test_single_run_is_labelled_this_run():
     merged = report.merge([_made_run(_cell("native", "plain", 196, "eager", 200.0))])
     assert [r.run for r in report.tables(merged)[(196, "eager")]] == ["this run"]
