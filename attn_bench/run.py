@@ -230,7 +230,8 @@ def measured_cost(test: str, run: dict) -> float | None:
         return None
     stats, info = bench["stats"], bench.get("extra_info") or {}
     steps = stats.get("iterations", 1) * (stats.get("rounds", 0) + suite.get("warmup", 0))
-    return float(info.get("first_step_s") or 0.0) + steps * stats["median"]
+    first_steps = float(info.get("parity_first_step_s") or 0.0) + float(info.get("first_step_s") or 0.0)
+    return first_steps + steps * stats["median"]
 
 
 def estimate_costs(tests: list[str], availability: dict | None = None,

@@ -86,6 +86,11 @@ def test_compiled_cells_compile_the_whole_model_by_default_and_varlen_cells_each
     run = json.loads(out.read_text())
     assert run["attn_suite"]["compile_scope"] == "model"
     assert [b["name"] for b in run["benchmarks"]] == ["test_train_step[native-plain-196-compiled]"]
+    # The whole timed model compiles in its own first step, and compile_s counts it with the parity model's.
+    info = run["benchmarks"][0]["extra_info"]
+    assert info["first_step_s"] > info["median_ms"] / 1e3 and info["parity_first_step_s"] > 0
+    first_steps = info["parity_first_step_s"] + info["first_step_s"]
+    assert info["compile_s"] == pytest.approx(first_steps - info["median_ms"] / 1e3)
 
     varlen = tmp_path / "varlen.json"
     proc = run_suite(varlen, "--benchmark-only", "--attn-mode", "compiled", "--attn-compile-scope", "model",
