@@ -28,9 +28,10 @@ selection of the REGRESSED and unsure cells; rerun only those with the same sett
 `compare BASELINE CURRENT RERUN.json`: the current runs' rounds are pooled (resampled together,
 so a rerun that disagrees with the first run widens the interval), and that verdict is final.
 Where the baseline's commit (`rerun.baseline_commit` in --json) can be checked out, rerun the same
-selection on it right before, and pass it as `--baseline-rerun`: it is pooled with the baseline,
-so a baseline measured in another machine state (on the H200, a process 0.5-2.4 % slower than
-the next two) cannot hide a regression or fake one.
+selection on it right before the current rerun and pass it as `--baseline-rerun`: the cells both
+reran are then judged on the two reruns alone (`confirm_interleaved`), measured back to back in
+one machine state on data that did not select them, so a run measured in another state (on the
+H200, a baseline process 0.5-2.4 % slower than the next two) can neither hide nor fake a regression.
 
 `compare` refuses (exit 2), naming both runs and their values: different GPU models, different
 settings (profile, rounds, warmup, slowdown, iterations, steps_per_round; a setting is compared
@@ -74,7 +75,7 @@ import math
 import re
 import sys
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -464,6 +465,24 @@ def confirmed(baseline: dict, current: dict, rerun: dict, rule: Rule = DEFAULT_R
     return [second.get(v.test, v) for v in first]
 
 
+def confirm_interleaved(first: list[CellVerdict], base_reruns: list[dict], cur_reruns: list[dict],
+                        rule: Rule = DEFAULT_RULE) -> list[CellVerdict]:
+    """`first` with every cell that both sides reran judged again on those reruns alone.
+
+    The reruns of the baseline's code and of the current code are measured back to back, in the
+    same machine state, on data that did not select the cells; so their verdict is final, and a
+    baseline (or current run) measured in another state can neither hide nor fake a regression.
+    """
+    both = set(pooled_outcomes(base_reruns)[0]) & set(pooled_outcomes(cur_reruns)[0])
+    judged = {v.test for v in first}
+    again = sorted(both & judged)
+    if not again:
+        return first
+    second = {v.test: replace(v, note="; ".join(filter(None, ["judged on the interleaved reruns", v.note])))
+              for v in compare(base_reruns, cur_reruns, rule, cells=_only(again))}
+    return [second.get(v.test, v) for v in first]
+
+
 @dataclass
 class CalibrationCase:
     """One kind of comparison in a calibration: how many cell comparisons, how many flagged."""
@@ -620,6 +639,9 @@ def _run_compare(args) -> int:
         _write_json(args.json, {"verdict": "pass", "cells": 0, "flagged": 0, "note": "no baseline"})
         return 0
     base_reruns = [(Path(p), load_run(p)) for p in args.baseline_rerun]
+    if base_reruns and len(currents) < 2:
+        raise ValueError("--baseline-rerun needs the current code's rerun too: BASELINE CURRENT RERUN.json "
+                         "--baseline-rerun BASE_RERUN.json")
     for path, run in [*against.values(), *zip(cur_paths, currents), *base_reruns]:
         require_round_times(run, str(path))
     for path, run in against.values():
@@ -638,8 +660,10 @@ def _run_compare(args) -> int:
         software += [f"{d} (vs the {label})" for d in diffs]
         for diff in diffs:
             print(f"info: software differs: {diff} (vs the {label})")
-        baselines = [run, *(r for _, r in base_reruns)] if label == "baseline" else run
-        comparisons[label] = compare(baselines, currents, rule, args.cells)
+        comparisons[label] = compare(run, currents, rule, args.cells)
+        if label == "baseline" and base_reruns:
+            comparisons[label] = confirm_interleaved(comparisons[label], [r for _, r in base_reruns],
+                                                     currents[1:], rule)
         for v in comparisons[label]:
             print(format_verdict(v, rule))
     again = rerun_cells(comparisons)
@@ -731,8 +755,8 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--markdown", metavar="FILE", help="also write the comparison as markdown")
     c.add_argument("--baseline-rerun", nargs="+", default=[], metavar="RERUN.json",
                    help="reruns of the baseline's code (the cells to confirm, run on the baseline's commit "
-                        "next to the current rerun), pooled with BASELINE, so that a baseline measured in "
-                        "another machine state cannot hide or fake a regression")
+                        "right before the current rerun): the cells both reran are judged on the two reruns "
+                        "alone, so a run measured in another machine state cannot hide or fake a regression")
     c.add_argument("--allow-injected-slowdown", action="store_true",
                    help="accept current runs made with --attn-slowdown against a baseline without (tests the gate)")
     c.set_defaults(func=_run_compare)
