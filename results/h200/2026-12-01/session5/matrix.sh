@@ -8,6 +8,12 @@
 # and stops with SIGINT before DEADLINE (epoch seconds; default 25 minutes from now), so the
 # cells that finished are kept even when the device budget ends. Rebuild a cut step's JSON with
 #   python -c 'import json,sys; from attn_bench.run import read_progress, run_from_progress; from pathlib import Path; print(json.dumps(run_from_progress(read_progress(Path(sys.argv[1])))))' NAME.progress.jsonl
+# How it was started in session 4 (this one likewise): stash .gpu/1..6 (one run each), then run
+# `bash .gpu/7/stash && bash results/h200/2026-12-01/session3/fa2_install.sh .gpu/fa2wheel/*.whl &&
+# (setsid nohup bash <this script> > /root/gpu/driver.log 2>&1 &)` carrying .gpu/7 and .gpu/fa2wheel,
+# and poll with `RES=/root/gpu/res bash results/h200/2026-12-01/matrix/poll.sh 540` back to back.
+# The working tree and .gpu/1 must fit in 64 MiB together: hold back results/ for the stash calls,
+# except this script, poll.sh, fa2_install.sh and results/h200/gate/g-same-4.json.
 set -uo pipefail
 RES=${RES:-/root/gpu/res}
 DEADLINE=${DEADLINE:-$(( $(date +%s) + 1500 ))}
