@@ -277,6 +277,11 @@ def _rounds(bench: dict) -> list[float]:
     return rounds
 
 
+def _pooled_median_ms(benches: list[dict]) -> float:
+    """Median step time in ms over the pooled rounds of one cell's entries from several runs."""
+    return float(np.median(np.concatenate([_rounds(b) for b in benches]))) * 1e3
+
+
 def compare(baseline: dict | list[dict], current: dict | list[dict], rule: Rule = DEFAULT_RULE,
             cells: str | None = None) -> list[CellVerdict]:
     """A verdict per cell of either side: regressions under `rule` and lost coverage fail.
@@ -301,10 +306,9 @@ def compare(baseline: dict | list[dict], current: dict | list[dict], rule: Rule 
     cur_ran, cur_skipped, cur_failed = map(keep, pooled_outcomes(currents))
     verdicts = []
     for test, benches in base_ran.items():
-        base_rounds = [_rounds(b) for b in benches] if test in cur_ran else []
-        base_ms = (median_ms(benches[0]) if len(benches) == 1
-                   else float(np.median(np.concatenate([_rounds(b) for b in benches]))) * 1e3)
+        base_ms = median_ms(benches[0]) if len(benches) == 1 else _pooled_median_ms(benches)
         if test in cur_ran:
+            base_rounds = [_rounds(b) for b in benches]
             cur_rounds = [_rounds(b) for b in cur_ran[test]]
             ratio = float(np.median(np.concatenate(cur_rounds)) / np.median(np.concatenate(base_rounds)))
             low, high = ratio_interval(base_rounds, cur_rounds, rule)
@@ -321,8 +325,7 @@ def compare(baseline: dict | list[dict], current: dict | list[dict], rule: Rule 
             verdicts.append(CellVerdict(test, "LOST", base_ms, note="missing from the current run"))
     for test, benches in cur_ran.items():
         if test not in base_ran:
-            ms = float(np.median(np.concatenate([_rounds(b) for b in benches]))) * 1e3
-            verdicts.append(CellVerdict(test, "new", current_ms=ms, note="not in the baseline"))
+            verdicts.append(CellVerdict(test, "new", current_ms=_pooled_median_ms(benches), note="not in the baseline"))
     if not verdicts:
         if cells:
             raise ValueError(f"--cells {cells!r} matches no timed cell of the baseline or the current run; "

@@ -259,12 +259,8 @@ class Suite:
         step = self.new_step(cell, attention)
         # The timed model's own first step: per block it reuses the parity model's compiled block,
         # compiled whole it compiles again (24 blocks at seq 196 are a bigger graph than 2).
-        first_step_s = kernel_bench.seconds_per_call(step, self.device, calls=1)
-        compile_cache = inductor_cache_state()
-        names = profiled_names(step, self.device)
-        kernels = check_kernels(cell.impl, names, variant=cell.variant)
-        if not kernels.ok:
-            raise CellFailure(kernels.explain())
+        first_step_s, compile_cache, kernels = self._first_call_and_kernels(cell, step, backward=True,
+                                                                            own_visible=True)
 
         steps = STEPS_PER_ROUND[self.profile]
         step.sync_every = steps
@@ -376,7 +372,8 @@ class Suite:
 
         cfg = self.config(cell.seq_len)
         step = self.new_infer_step(cell, attention)
-        first_step_s, compile_cache, kernels = self._first_call_and_kernels(cell, step, backward=False)
+        first_step_s, compile_cache, kernels = self._first_call_and_kernels(
+            cell, step, backward=False, own_visible=own_names_visible(cell.impl, self.device))
         steps = STEPS_PER_ROUND[self.profile]
         timing = self._time_rounds(step, steps, benchmark, f"infer-{cell.seq_len}-{cell.mode}")
         if not bool(torch.isfinite(step.last_logits).all()):
@@ -432,7 +429,8 @@ class Suite:
                                            compiled=cell.mode == "compiled")
         cuda, bare = self.device.startswith("cuda"), None
         with float32_matmul_precision(TIMED_MATMUL_PRECISION):
-            first_call_s, compile_cache, kernels = self._first_call_and_kernels(cell, call, backward)
+            first_call_s, compile_cache, kernels = self._first_call_and_kernels(
+                cell, call, backward, own_visible=own_names_visible(cell.impl, self.device))
             calls = kernel_bench.size_rounds(call, self.device)
             group = f"attention-{cell.seq_len}-{cell.mode}-{cell.direction}"
             timing = self._time_rounds(call, calls, benchmark, group)
@@ -481,15 +479,15 @@ class Suite:
                 "seq_len": cell.seq_len, "mode": cell.mode, "profile": self.profile, "device": self.device,
                 "batch": cfg.batch, "heads": cfg.heads, "head_dim": cfg.head_dim}
 
-    def _first_call_and_kernels(self, cell: Cell, fn, backward: bool):
+    def _first_call_and_kernels(self, cell: Cell, fn, backward: bool, own_visible: bool):
         """Time `fn`'s first call (compilation included in compiled cells), read Inductor's cache
-        state, then profile one more call and check its kernels; CellFailure if they are wrong.
-        Returns (first call seconds, cache state, kernel check)."""
+        state, then profile one more call and check its kernels (`check_kernels`' `backward` and
+        `own_visible`); CellFailure if they are wrong. Returns (first call seconds, cache state,
+        kernel check)."""
         first_s = kernel_bench.seconds_per_call(fn, self.device, calls=1)
         compile_cache = inductor_cache_state()
         names = profiled_names(SyncedRounds(fn, self.device), self.device)
-        kernels = check_kernels(cell.impl, names, backward=backward, variant=cell.variant,
-                                own_visible=own_names_visible(cell.impl, self.device))
+        kernels = check_kernels(cell.impl, names, backward=backward, variant=cell.variant, own_visible=own_visible)
         if not kernels.ok:
             raise CellFailure(kernels.explain())
         return first_s, compile_cache, kernels
