@@ -158,7 +158,7 @@ def _varlen_entry(dense: AttnImpl, module: str, outside_graph: bool = False) -> 
         id=dense.id, library=dense.library, packing="packed", kernel_fwd=dense.kernel_fwd,
         kernel_bwd=dense.kernel_bwd, probe=dense.probe, factory=_varlen_factory(module, outside_graph),
         description=f"{module}.flash_attn_varlen_func with cu_seqlens over the packed rows",
-        install=dense.install, proven_on_hardware=False,
+        install=dense.install,
     ))
 
 

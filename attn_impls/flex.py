@@ -113,6 +113,6 @@ def _varlen_factory(shape: AttnShape) -> VarlenAttention:
 
 VARLEN_FLEX = register_varlen(VarlenImpl(
     id="flex", library="torch", packing="packed", kernel_fwd=FLEX.kernel_fwd, kernel_bwd=FLEX.kernel_bwd,
-    probe=FLEX.probe, factory=_varlen_factory, cpu_backward=False, proven_on_hardware=False,
+    probe=FLEX.probe, factory=_varlen_factory, cpu_backward=False,
     description="FlexAttention, torch.compile'd, document block_mask built per step from document ids",
 ))

@@ -146,7 +146,10 @@ def _nested_varlen_factory(backend: SDPBackend):
                 nested = torch.nested.nested_tensor_from_jagged(values_thd, offsets, max_seqlen=max_seqlen)
                 return nested.transpose(1, 2)
 
-            with sdpa_kernel([backend]):
+            # Under CUDA autocast the jagged math path failed in its backward ("expected input and
+            # grad types to match", H200, torch 2.11, results/h200/2026-12-01/session5/). The inputs
+            # already carry autocast's dtype, so turning it off here changes no input of SDPA.
+            with torch.autocast(q_bshd.device.type, enabled=False), sdpa_kernel([backend]):
                 out = F.scaled_dot_product_attention(jagged_bhjd(q_bshd), jagged_bhjd(k_bshd), jagged_bhjd(v_bshd))
             return out.transpose(1, 2).values().view(rows, row_len, heads, head_dim)
 
@@ -155,13 +158,20 @@ def _nested_varlen_factory(backend: SDPBackend):
     return factory
 
 
-def _varlen_entry(impl_id, packing, factory, kernel_fwd, kernel_bwd, probe, description):
-    # No varlen entry has run on a GPU yet (the math ones ran on CPU only).
+def _varlen_entry(impl_id, packing, factory, kernel_fwd, kernel_bwd, probe, description, proven=True,
+                  compile_limit=""):
     return register_varlen(VarlenImpl(
         id=impl_id, library="torch", packing=packing, kernel_fwd=kernel_fwd, kernel_bwd=kernel_bwd,
-        probe=probe, factory=factory, description=description, proven_on_hardware=False,
+        probe=probe, factory=factory, description=description, proven_on_hardware=proven,
+        compile_limit=compile_limit,
     ))
 
+
+# Seen on the H200 (torch 2.11, results/h200/2026-12-01/session5/) in the backward of the compiled
+# parity check; upstream: pytorch/pytorch#155421 (open).
+NESTED_COMPILE_LIMIT = ("AOTAutograd fails in the backward of SDPA's flash and efficient kernels on jagged "
+                        "nested tensors (expected len(meta.attrs) == len(runtime_subclass_keys), got 3 != 4; "
+                        "pytorch/pytorch#155421)")
 
 # The jagged path calls the kernels' own ops, not the aten::_scaled_dot_product_* wrappers.
 NESTED_FLASH_FWD = r"aten::_flash_attention_forward$"
@@ -176,14 +186,16 @@ VARLEN_SDPA_DENSE_MATH = _varlen_entry(
 VARLEN_SDPA_NESTED_FLASH = _varlen_entry(
     "sdpa_nested_flash", "packed", _nested_varlen_factory(SDPBackend.FLASH_ATTENTION),
     NESTED_FLASH_FWD, NESTED_FLASH_BWD, lambda device: needs_sm(device, 8),
-    "SDPA flash backend on nested jagged tensors (torch.nested.nested_tensor_from_jagged), one per segment")
+    "SDPA flash backend on nested jagged tensors (torch.nested.nested_tensor_from_jagged), one per segment",
+    compile_limit=NESTED_COMPILE_LIMIT)
 VARLEN_SDPA_NESTED_EFFICIENT = _varlen_entry(
     "sdpa_nested_efficient", "packed", _nested_varlen_factory(SDPBackend.EFFICIENT_ATTENTION),
     CUTLASS_FMHA_FWD, CUTLASS_FMHA_BWD, needs_cuda,
-    "SDPA efficient backend on nested jagged tensors, one per segment")
+    "SDPA efficient backend on nested jagged tensors, one per segment", compile_limit=NESTED_COMPILE_LIMIT)
 VARLEN_SDPA_NESTED_MATH = _varlen_entry(
     "sdpa_nested_math", "packed", _nested_varlen_factory(SDPBackend.MATH),
-    "", "", lambda device: "", "SDPA math backend on nested jagged tensors (it loops over the sequences)")
+    "", "", lambda device: "", "SDPA math backend on nested jagged tensors (it loops over the sequences)",
+    proven=False)  # failed on the H200 before the autocast fix above; not rerun since
 VARLEN_PADDED_EFFICIENT = _varlen_entry(
     "padded_efficient", "padded", _masked_varlen_factory(SDPBackend.EFFICIENT_ATTENTION, key_padding_mask),
     SDPA_EFFICIENT.kernel_fwd, SDPA_EFFICIENT.kernel_bwd, needs_cuda,

@@ -245,5 +245,4 @@ VARLEN_TE_FUSED = register_varlen(VarlenImpl(
     id="te_fused", library="transformer-engine", packing="packed", kernel_fwd=TE_FUSED.kernel_fwd,
     kernel_bwd=TE_FUSED.kernel_bwd, probe=TE_FUSED.probe, factory=_varlen_factory("fused"), install=INSTALL,
     description='TE DotProductAttention, FusedAttention (cuDNN) backend, qkv_format="thd" with cu_seqlens',
-    proven_on_hardware=False,
 ))

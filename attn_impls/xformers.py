@@ -158,5 +158,4 @@ VARLEN_XFORMERS = register_varlen(VarlenImpl(
     kernel_bwd=XFORMERS.kernel_bwd, probe=XFORMERS.probe, factory=_varlen_factory, install=INSTALL,
     description="xFormers memory_efficient_attention with fmha.BlockDiagonalMask.from_seqlens, operator chosen "
                 "by xFormers (outside torch.compile graphs)",
-    proven_on_hardware=False,
 ))
