@@ -81,6 +81,7 @@ from pathlib import Path
 import numpy as np
 
 from .runs import (
+    CHANGING_ID_SUFFIX,
     RunFileError,
     cell_params,
     gpu_model,
@@ -386,6 +387,8 @@ def rerun_pytest_args(tests: list[str], settings: dict) -> list[str]:
         args += ["--attn-slowdown", str(settings["slowdown"])]
     if "compile_scope" in settings:
         args += ["--attn-compile-scope", settings["compile_scope"]]
+    if any(short_name(test).endswith(CHANGING_ID_SUFFIX + "]") for test in tests):
+        args += ["--attn-varlen-lengths", "changing"]
     params = [cell_params(test) for test in tests]
     if all(params):
         for option, key in (("--attn-impl", "impl"), ("--attn-variant", "variant"),

@@ -11,7 +11,12 @@ same sequence length (`native/<variant>` eager, and in compiled tables also
 when the runs recorded them: images/s (inference), effective TFLOP/s, share of the matmul
 peak and deviation from do_bench (attention kernels), the deviation from the study's own
 loop (`vs study`) and, in compiled tables, compile seconds with the compile cache state.
-Then the study's comparisons of training steps (STUDY_PAIRS) as sentences, the skipped and
+Then a section for packed variable-size images (VARLEN_KINDS): training-step tables per mode,
+with cells whose image sizes change every step in tables of their own (implementation, layout,
+run, median ms, tokens/s, images/s, speedup over the padded baseline of the same mode and
+lengths (VARLEN_BASELINES), padding share, peak GiB, compile seconds, kernel), and the
+FlexAttention changing-lengths strategies (recompiles, first and later step times). Then the
+study's comparisons of training steps (STUDY_PAIRS) as sentences, the skipped and
 failed cells, and a legend of the runs (file, date, commit, GPU, profile, the compile scope of
 compiled cells, and the bf16 matmul peak where measured). The chart shows training-step speedups.
 
@@ -29,13 +34,17 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 
 from .kernels import short_kernel_name
-from .runs import RunFileError, gpu_model, load_run, outcomes, run_settings, short_name
+from .runs import CHANGING_ID_SUFFIX, RunFileError, gpu_model, load_run, outcomes, run_settings, short_name
 
 MODE_ORDER = ("eager", "compiled")
 TRAIN, INFER, ATTENTION = "train step", "inference step", "attention kernel"
+VARLEN, FLEX_LENGTHS = "packed images train step", "flex changing lengths"
 # Report sections in order, by test function; attention-kernel ids end with a direction.
 KINDS = {"test_train_step": TRAIN, "test_infer_step": INFER, "test_attention": ATTENTION}
+# The packed variable-size-image workload, one section after KINDS' sections.
+VARLEN_KINDS = {"test_varlen_train_step": VARLEN, "test_varlen_flex_lengths": FLEX_LENGTHS}
 CELL_KEYS = ("impl", "variant", "seq_len", "mode")
+ID_KEYS = {ATTENTION: CELL_KEYS + ("direction",), VARLEN: ("impl", "mode"), FLEX_LENGTHS: ("strategy",)}
 BASELINE_IMPL = "native"  # speedups are over native/<same variant> at the same seq_len
 # The comparisons the study made: (implementation, variant, baseline implementation pattern
 # (fnmatch), what is being compared). Each baseline matching the pattern that ran at the same
@@ -47,6 +56,10 @@ STUDY_PAIRS = (
     ("flex", "plain", "sdpa_*", "FlexAttention vs an sdpa backend"),
 )
 SINGLE_RUN_LABEL = "this run"
+VARLEN_SECTION = "Packed variable-size images"
+# A packed-image table's speedups are over the first of these that ran in its mode and lengths.
+VARLEN_BASELINES = ("padded_efficient", "padded_math")
+CHANGING = "changing"  # the `lengths` of cells whose image sizes change every step
 
 
 COMPILE_SCOPE_WORDS = {"model": "whole model", "block": "per block"}
@@ -107,17 +120,22 @@ def run_source(run: dict, label: str, name: str) -> RunSource:
 
 def cell_kind(fullname: str) -> tuple[str, dict] | None:
     """(kind, parameters) of a cell's test id, e.g. ('attention kernel', {impl, variant,
-    seq_len, mode, direction}); None for tests that are not cells (e.g. parity tests)."""
+    seq_len, mode, direction}) or ('packed images train step', {impl, mode, lengths}); None for
+    tests that are not cells (e.g. parity tests)."""
     function, _, rest = short_name(fullname).partition("[")
-    kind = KINDS.get(function)
+    kind = KINDS.get(function) or VARLEN_KINDS.get(function)
     if kind is None or not rest.endswith("]"):
         return None
-    keys = CELL_KEYS + (("direction",) if kind == ATTENTION else ())
-    parts = rest[:-1].rsplit("-", len(keys) - 1)
-    if len(parts) != len(keys) or not parts[2].isdigit():
+    keys, body = ID_KEYS.get(kind, CELL_KEYS), rest[:-1]
+    lengths = "changing" if kind == VARLEN and body.endswith(CHANGING_ID_SUFFIX) else "fixed"
+    if kind == VARLEN:
+        body = body.removesuffix(CHANGING_ID_SUFFIX)
+    parts = body.rsplit("-", len(keys) - 1)
+    if len(parts) != len(keys) or ("seq_len" in keys and not parts[2].isdigit()):
         return None
-    params = dict(zip(keys, parts))
-    params["seq_len"] = int(params["seq_len"])
+    params = dict(zip(keys, parts), **({"lengths": lengths} if kind == VARLEN else {}))
+    if "seq_len" in params:
+        params["seq_len"] = int(params["seq_len"])
     return kind, params
 
 
@@ -210,11 +228,11 @@ class Column:
     numeric: bool = True
 
 
-def _speedup(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.2f}x"
+def _speedup(value: float | None, missing: str = "n/a") -> str:
+    return missing if value is None else f"{value:.2f}x"
 
 
-def _compile(row: Row) -> str:
+def _compile(row: Row | VarlenRow) -> str:
     if row.compile_s is None:
         return "n/a"
     return f"{row.compile_s:.1f} ({row.compile_cache or 'cache n/a'})"
@@ -263,10 +281,12 @@ def kernel_label(info: dict) -> str:
 
 
 def _medians(merged: Merged) -> dict[tuple, float]:
-    """Median seconds per (kind, impl, variant, seq_len, mode, direction or '') of every cell that ran."""
+    """Median seconds per (kind, impl, variant, seq_len, mode, direction or '') of every KINDS cell that ran."""
     out = {}
     for test, bench in merged.ran.items():
         kind, p = cell_kind(test)
+        if kind not in KINDS.values():
+            continue
         out[(kind, p["impl"], p["variant"], p["seq_len"], p["mode"], p.get("direction", ""))] = \
             bench["stats"]["median"]
     return out
@@ -284,7 +304,7 @@ def table_title(key: tuple, gpu: str) -> str:
 
 
 def kinds(merged: Merged) -> list[str]:
-    """The test kinds that have a cell that ran, in report order."""
+    """The test kinds of KINDS that have a cell that ran, in report order."""
     found = {cell_kind(test)[0] for test in merged.ran}
     return [kind for kind in KINDS.values() if kind in found]
 
@@ -312,6 +332,128 @@ def tables(merged: Merged, kind: str = TRAIN) -> dict[tuple, list[Row]]:
             info.get("vs_do_bench_pct")))
     return {key: sorted(groups[key], key=lambda r: r.median_ms)
             for key in sorted(groups, key=lambda k: (k[0], _mode_rank(k[1]), *k[2:]))}
+
+
+@dataclass(frozen=True)
+class VarlenRow:
+    """One packed variable-size-image training-step cell.
+
+    `speedup_padded` is over the padded baseline of its table (`varlen_baseline`), None if
+    none ran; `layout` is its packing and grid ('packed 8x4096'). The optional fields are
+    None when the run did not record them.
+    """
+
+    impl: str
+    layout: str
+    run: str
+    median_ms: float
+    speedup_padded: float | None
+    tokens_per_s: float | None
+    images_per_s: float | None
+    padding_pct: float | None
+    peak_gib: float | None
+    kernel: str
+    compile_s: float | None = None
+    compile_cache: str | None = None
+
+
+@dataclass(frozen=True)
+class LengthsRow:
+    """One FlexAttention changing-lengths strategy; the optional fields are None when the run did not record them."""
+
+    strategy: str
+    run: str
+    recompiles: int | None
+    first_step_ms: float | None
+    later_steps_median_ms: float | None
+    distinct_lengths: int | None
+    means: str
+
+
+def varlen_baseline(impls) -> str | None:
+    """The first of VARLEN_BASELINES among `impls` (a table's implementations), None if none is."""
+    impls = set(impls)
+    return next((b for b in VARLEN_BASELINES if b in impls), None)
+
+
+def varlen_tables(merged: Merged) -> dict[tuple[str, str], list[VarlenRow]]:
+    """Rows of packed variable-size-image training steps per (mode, lengths), fastest first; eager
+    before compiled, fixed lengths before changing ones, so that the two never share a table.
+    Speedups are over the table's padded baseline (`varlen_baseline`)."""
+    groups: dict[tuple[str, str], dict[str, str]] = {}
+    for test, bench in merged.ran.items():
+        kind, p = cell_kind(test)
+        if kind == VARLEN:
+            lengths = (bench.get("extra_info") or {}).get("lengths", p["lengths"])
+            groups.setdefault((p["mode"], lengths), {})[p["impl"]] = test
+    out = {}
+    for key in sorted(groups, key=lambda k: (_mode_rank(k[0]), k[0], k[1] == CHANGING, k[1])):
+        cells = groups[key]
+        baseline = varlen_baseline(cells)
+        ref = merged.ran[cells[baseline]]["stats"]["median"] if baseline else None
+        rows = []
+        for impl, test in cells.items():
+            bench = merged.ran[test]
+            median = bench["stats"]["median"]
+            info = bench.get("extra_info") or {}
+            layout = (f"{info['packing']} {info['rows']}x{info['row_len']}"
+                      if all(info.get(k) is not None for k in ("packing", "rows", "row_len")) else "n/a")
+            padding = info.get("padding_fraction")
+            rows.append(VarlenRow(
+                impl, layout, merged.source.get(test, ""), median * 1e3, ref / median if ref else None,
+                info.get("tokens_per_s"), info.get("images_per_s"), None if padding is None else padding * 100,
+                info.get("peak_gib"), kernel_label(info), info.get("compile_s"), info.get("compile_cache")))
+        out[key] = sorted(rows, key=lambda r: r.median_ms)
+    return out
+
+
+def varlen_table_title(key: tuple[str, str], gpu: str) -> str:
+    """'eager, fixed lengths (GPU)'; 'compiled, lengths change every step (GPU)' for changing lengths."""
+    mode, lengths = key
+    return f"{mode}, {'lengths change every step' if lengths == CHANGING else f'{lengths} lengths'} ({gpu})"
+
+
+def varlen_columns(mode: str, rows: list[VarlenRow]) -> list[Column]:
+    """The columns of a packed-image table in `mode` holding `rows`: the speedup header names the
+    table's padded baseline (`-` in every row when none ran); compile seconds in non-eager tables."""
+    baseline = varlen_baseline(r.impl for r in rows) or "padded (none ran)"
+    cols = [Column("implementation", lambda r: r.impl, False),
+            Column("layout", lambda r: r.layout, False),
+            Column("run", lambda r: r.run, False),
+            Column("median ms", lambda r: f"{r.median_ms:.2f}"),
+            Column("tokens/s", lambda r: _number(r.tokens_per_s, ".0f")),
+            Column("images/s", lambda r: _number(r.images_per_s, ".1f")),
+            Column(f"speedup vs {baseline}", lambda r: _speedup(r.speedup_padded, "-")),
+            Column("padding", lambda r: _number(r.padding_pct, ".1f", "%")),
+            Column("peak GiB", lambda r: _number(r.peak_gib, ".2f"))]
+    if mode != "eager":
+        cols.append(Column("compile s (cache)", _compile))
+    cols.append(Column("kernel", lambda r: r.kernel, False))
+    return cols
+
+
+def flex_lengths_rows(merged: Merged) -> list[LengthsRow]:
+    """The FlexAttention changing-lengths strategies that ran, fastest later steps first."""
+    rows = []
+    for test, bench in merged.ran.items():
+        kind, p = cell_kind(test)
+        if kind == FLEX_LENGTHS:
+            info = bench.get("extra_info") or {}
+            rows.append(LengthsRow(p["strategy"], merged.source.get(test, ""), info.get("recompiles"),
+                                   info.get("first_step_ms"), info.get("later_steps_median_ms"),
+                                   info.get("distinct_lengths"), info.get("strategy_means") or "n/a"))
+    return sorted(rows, key=lambda r: (r.later_steps_median_ms is None, r.later_steps_median_ms or 0.0))
+
+
+FLEX_LENGTHS_COLUMNS = (
+    Column("strategy", lambda r: r.strategy, False),
+    Column("run", lambda r: r.run, False),
+    Column("recompiles", lambda r: _number(r.recompiles, "d")),
+    Column("first step ms", lambda r: _number(r.first_step_ms, ".2f")),
+    Column("later steps median ms", lambda r: _number(r.later_steps_median_ms, ".2f")),
+    Column("distinct lengths", lambda r: _number(r.distinct_lengths, "d")),
+    Column("what the strategy does", lambda r: r.means, False),
+)
 
 
 @dataclass(frozen=True)
@@ -376,15 +518,29 @@ def section_title(kind: str) -> str:
     return f"{kind.capitalize()}s"
 
 
+def sections(merged: Merged) -> list[tuple[str, list[tuple[str, list[Column], list]]]]:
+    """The report's sections of tables in order, those with a cell that ran: a section per test kind,
+    then packed variable-size images; each as (title, [(table title, columns, rows)])."""
+    out = [(section_title(kind), [(table_title(key, merged.gpu), columns(key[1], rows, kind), rows)
+                                  for key, rows in tables(merged, kind).items()])
+           for kind in kinds(merged)]
+    varlen = [(varlen_table_title(key, merged.gpu), varlen_columns(key[0], rows), rows)
+              for key, rows in varlen_tables(merged).items()]
+    lengths = flex_lengths_rows(merged)
+    if lengths:
+        varlen.append((f"FlexAttention with changing lengths ({merged.gpu})", list(FLEX_LENGTHS_COLUMNS), lengths))
+    if varlen:
+        out.append((VARLEN_SECTION, varlen))
+    return out
+
+
 def text_report(merged: Merged) -> str:
-    """Fixed-width tables per test kind, the study's comparisons, skipped and failed cells and the run legend."""
+    """Fixed-width tables per section, the study's comparisons, skipped and failed cells and the run legend."""
     out = []
-    for kind in kinds(merged):
-        title = section_title(kind)
-        out += [f"== {title} ==", ""]
-        for key, rows in tables(merged, kind).items():
-            out.append(table_title(key, merged.gpu))
-            cols = columns(key[1], rows, kind)
+    for section, found in sections(merged):
+        out += [f"== {section} ==", ""]
+        for title, cols, rows in found:
+            out.append(title)
             cells = [[c.format(row) for c in cols] for row in rows]
             widths = [max(len(c.header), *(len(r[i]) for r in cells)) for i, c in enumerate(cols)]
             for row in ([c.header for c in cols], *cells):
@@ -397,13 +553,13 @@ def text_report(merged: Merged) -> str:
 
 
 def markdown_report(merged: Merged) -> str:
-    """The same report as markdown: a section per test kind with its tables, then the other sections."""
+    """The same report as markdown: a section per test kind and one for packed images with their tables,
+    then the other sections."""
     out = []
-    for kind in kinds(merged):
-        out += [f"## {section_title(kind)}", ""]
-        for key, rows in tables(merged, kind).items():
-            cols = columns(key[1], rows, kind)
-            out += [f"### {table_title(key, merged.gpu)}", "",
+    for section, found in sections(merged):
+        out += [f"## {section}", ""]
+        for title, cols, rows in found:
+            out += [f"### {title}", "",
                     "| " + " | ".join(c.header for c in cols) + " |",
                     "| " + " | ".join("---:" if c.numeric else "---" for c in cols) + " |"]
             out += ["| " + " | ".join(c.format(row) for c in cols) + " |" for row in rows]

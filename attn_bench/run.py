@@ -331,7 +331,7 @@ def run_from_progress(events: list[dict]) -> dict | None:
     suite = run.setdefault("attn_suite", {})
     suite["skipped"] = [{"test": e["test"], "reason": e["reason"]}
                         for e in events if e["event"] == "outcome" and e["outcome"] == "skipped"]
-    suite["failed"] = [{"test": e["test"], "when": e["when"], "message": e["message"]}
+    suite["failed"] = [{"test": e["test"], "when": e["when"], "error": e.get("error", ""), "message": e["message"]}
                        for e in events if e["event"] == "outcome" and e["outcome"] == "failed"]
     return run
 

@@ -63,6 +63,8 @@ def round_times_s(bench: dict) -> list[float] | None:
 # `attn_suite` and the per-cell ones that pytest-benchmark and the harness record.
 RUN_SETTINGS = ("profile", "rounds", "warmup", "slowdown")
 SCOPED_TESTS = ("test_train_step[", "test_infer_step[")  # cells whose model --attn-compile-scope compiles
+# test_varlen_train_step[<impl>-<mode>-changing]: the cell with new image sizes every step
+CHANGING_ID_SUFFIX = "-changing"
 CELL_SETTINGS = {"iterations": ("stats", "iterations"), "steps_per_round": ("extra_info", "steps_per_round")}
 
 
@@ -131,21 +133,34 @@ def report_outcome(report) -> tuple[str, dict] | None:
             reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
         return "skipped", {"test": report.nodeid, "reason": reason.removeprefix("Skipped: ")}
     if report.failed:
-        return "failed", {"test": report.nodeid, "when": report.when, "message": str(report.longrepr)[-2000:]}
+        crash = getattr(report.longrepr, "reprcrash", None)
+        return "failed", {"test": report.nodeid, "when": report.when,
+                          "error": _first_line(crash.message) if crash else "",
+                          "message": str(report.longrepr)[-2000:]}
     return None
 
 
 def outcomes(run: dict) -> tuple[dict, dict, dict]:
     """(ran, skipped, failed) cells of a run, each keyed by full test id.
 
-    ran: benchmark entries; skipped: reason; failed: first line of the message.
+    ran: benchmark entries; skipped: reason; failed: `failure_summary`.
     A cell that failed after it was timed is only in `failed`.
     """
     suite = run.get("attn_suite") or {}
-    failed = {f["test"]: _first_line(f.get("message")) for f in suite.get("failed", [])}
+    failed = {f["test"]: failure_summary(f) for f in suite.get("failed", [])}
     skipped = {s["test"]: s.get("reason", "") for s in suite.get("skipped", [])}
     ran = {b["fullname"]: b for b in run["benchmarks"] if b["fullname"] not in failed}
     return ran, skipped, failed
+
+
+def failure_summary(record: dict) -> str:
+    """One line saying why a cell failed: the exception pytest reported (`error`), else, for runs
+    recorded before that field, the first `E ` line of the traceback, else the message's first line."""
+    if record.get("error"):
+        return record["error"]
+    message = record.get("message") or ""
+    error_lines = [line[1:].strip() for line in message.splitlines() if line.startswith("E ")]
+    return error_lines[0] if error_lines else _first_line(message)
 
 
 def _first_line(text: str | None) -> str:

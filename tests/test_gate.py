@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+from collections import Counter
 from types import SimpleNamespace
 
 import pytest
@@ -539,3 +540,28 @@ def test_injected_slowdown_is_sized_by_measurement():
     assert info["injected_base_ms"] == pytest.approx(4.0, rel=0.2)
     assert info["injected_slowdown_ms"] == pytest.approx(0.5 * info["injected_base_ms"])
     assert info["injected_measured_ms"] == pytest.approx(info["injected_slowdown_ms"], rel=0.1)
+
+
+def test_rerun_of_changing_lengths_varlen_cells_asks_for_changing_lengths():
+    cells = ["tests/test_varlen_train_step.py::test_varlen_train_step[sdpa_dense_math-eager-changing]"]
+    args = gate.rerun_pytest_args(cells, {"profile": "smoke", "rounds": 3, "warmup": 1})
+    assert args[args.index("--attn-varlen-lengths") + 1] == "changing"
+    proc = subprocess.run([sys.executable, "-m", "pytest", *args, "--collect-only", "-q", "-p", "no:cacheprovider"],
+                          check=False, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120)
+    collected = [line for line in proc.stdout.splitlines() if "::test_varlen_train_step[" in line]
+    assert collected == cells, proc.stdout + proc.stderr
+    assert "--attn-varlen-lengths" not in gate.rerun_pytest_args([cells[0].replace("-changing", "")], {})
+
+
+def test_h200_interleaved_reruns_flag_every_slowed_cell():
+    """results/h200/gate/, fifth session: the verdicts its README and the top README give."""
+    gate_runs = ROOT / "results" / "h200" / "gate"
+    base, slow, base_rerun, slow_rerun = (gate.load_run(gate_runs / f"{name}.json") for name in
+                                          ("g-same-5", "g-slow5d", "g-same-5-rerun", "g-slow5d-rerun"))
+    first = gate.compare(base, slow)
+    assert Counter(v.status for v in first) == {"REGRESSED": 5, "unsure": 1}
+    final = gate.confirm_interleaved(first, [base_rerun], [slow_rerun])
+    assert [v.status for v in final] == ["REGRESSED"] * 6
+    assert min(v.change_pct for v in final) == pytest.approx(3.4, abs=0.05)
+    same = gate.calibrate([base, base_rerun])
+    assert (same["same"].flagged, same["same"].compared) == (0, 12)

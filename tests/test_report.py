@@ -6,7 +6,7 @@ from types import SimpleNamespace
 import pytest
 from benchruns import run_module, run_suite
 
-from attn_bench import gate, report
+from attn_bench import gate, report, runs
 from attn_bench.runs import short_name
 
 pytestmark = pytest.mark.suite
@@ -32,11 +32,11 @@ def _bench(run, impl, variant, test="test_train_step", **params):
                 and all(b["params"][k] == v for k, v in params.items()))
 
 
-def _md_row(text, prefix):
-    """The markdown table row starting with `prefix`, as {header: cell} of its table."""
+def _md_row(text, prefix, first="implementation"):
+    """The markdown table row starting with `prefix`, as {header: cell} of its table (whose first column is `first`)."""
     lines = text.splitlines()
     i = next(i for i, line in enumerate(lines) if line.startswith(prefix))
-    header = next(lines[j] for j in range(i, -1, -1) if lines[j].startswith("| implementation |"))
+    header = next(lines[j] for j in range(i, -1, -1) if lines[j].startswith(f"| {first} |"))
 
     def split(line):
         return [c.strip() for c in line.strip().strip("|").split("|")]
@@ -142,6 +142,8 @@ def test_bad_input(smoke, tmp_path):
 TEST_ID = "tests/test_train_step.py::test_train_step[{}-{}-{}-{}]"
 INFER_ID = "tests/test_infer_step.py::test_infer_step[{}-{}-{}-{}]"
 ATTENTION_ID = "tests/test_attention.py::test_attention[{}-{}-{}-{}-{}]"
+VARLEN_ID = "tests/test_varlen_train_step.py::test_varlen_train_step[{}-{}]"
+LENGTHS_ID = "tests/test_varlen_train_step.py::test_varlen_flex_lengths[{}]"
 
 
 def _cell(impl, variant, seq_len, mode, median_ms, test_id=TEST_ID, direction=None, **extra):
@@ -150,11 +152,30 @@ def _cell(impl, variant, seq_len, mode, median_ms, test_id=TEST_ID, direction=No
             "extra_info": {"kernel": f"{impl} kernel", **extra}}
 
 
+def _varlen_cell(impl, mode, median_ms, lengths="fixed", images=97, tokens=31238, **extra):
+    """A packed-image training step: padded_* implementations pad each image to one row, the others pack."""
+    padded = impl.startswith("padded_")
+    info = {"impl": impl, "mode": mode, "packing": "padded" if padded else "packed", "lengths": lengths,
+            "rows": 97 if padded else 8, "row_len": 700 if padded else 4096, "images_per_step": images,
+            "image_tokens_per_step": tokens, "padding_fraction": 0.54 if padded else 0.0467,
+            "tokens_per_s": tokens / (median_ms / 1e3), "images_per_s": images / (median_ms / 1e3),
+            "kernel": f"{impl} kernel", **extra}
+    return {"fullname": VARLEN_ID.format(impl, mode), "stats": {"median": median_ms / 1e3}, "extra_info": info}
+
+
+def _lengths_cell(strategy, recompiles, first_step_ms, later_ms, distinct):
+    return {"fullname": LENGTHS_ID.format(strategy), "stats": {"median": later_ms / 1e3},
+            "extra_info": {"strategy": strategy, "strategy_means": f"what {strategy} does", "recompiles": recompiles,
+                           "first_step_ms": first_step_ms, "later_steps_median_ms": later_ms,
+                           "distinct_lengths": distinct}}
+
+
 def _made_run(*cells, profile="full", gpu="NVIDIA H200", when="2026-11-30T06:24:49.157532+00:00",
-              commit="824a0b5cf9e9f977c06d7a42e97f87dddfc9ee46", dirty=False, skipped=(), matmul_peak=None):
+              commit="824a0b5cf9e9f977c06d7a42e97f87dddfc9ee46", dirty=False, skipped=(), failed=(),
+              matmul_peak=None):
     return {"machine_info": {"gpu": {"gpu": gpu}}, "datetime": when,
             "commit_info": {"id": commit, "dirty": dirty}, "benchmarks": list(cells),
-            "attn_suite": {"profile": profile, "skipped": list(skipped), "failed": [],
+            "attn_suite": {"profile": profile, "skipped": list(skipped), "failed": list(failed),
                            "matmul_peak_tflops": matmul_peak}}
 
 
@@ -328,6 +349,13 @@ def test_cell_kind_parses_every_test_kind():
                            "direction": "fwd_bwd"})
     assert report.cell_kind("tests/test_parity.py::test_model_parity[native-plain-196-eager]") is None
     assert report.cell_kind("tests/test_attention.py::test_attention[native-plain-196-eager]") is None
+    assert report.cell_kind(VARLEN_ID.format("sdpa_dense_efficient", "compiled")) == (
+        report.VARLEN, {"impl": "sdpa_dense_efficient", "mode": "compiled", "lengths": "fixed"})
+    assert report.cell_kind(VARLEN_ID.format("sdpa_nested_flash", "eager-changing")) == (
+        report.VARLEN, {"impl": "sdpa_nested_flash", "mode": "eager", "lengths": "changing"})
+    assert report.cell_kind(LENGTHS_ID.format("exact_length_dynamic")) == (
+        report.FLEX_LENGTHS, {"strategy": "exact_length_dynamic"})
+    assert report.cell_kind("tests/test_varlen_train_step.py::test_varlen_train_step[flex]") is None
 
 
 def test_a_section_per_kind_with_speedups_within_the_kind_and_direction():
@@ -361,3 +389,121 @@ def test_a_section_per_kind_with_speedups_within_the_kind_and_direction():
     text = report.text_report(merged)
     assert text.index("== Train steps ==") < text.index("== Inference steps ==") < text.index("== Attention kernels ==")
     assert "seq_len 3136, eager, fwd_bwd (NVIDIA H200)" in text
+
+
+def test_packed_images_section_fastest_first_with_speedup_over_padded():
+    merged = report.merge([_made_run(
+        _cell("native", "plain", 196, "eager", 200.0),
+        _varlen_cell("padded_math", "eager", 160.0, peak_gib=31.08),
+        _varlen_cell("fa3", "eager", 32.0, peak_gib=6.21),
+        _varlen_cell("padded_efficient", "eager", 80.0, peak_gib=12.0),
+        _varlen_cell("flex", "eager", 50.0),
+        _varlen_cell("fa3", "compiled", 25.0, compile_s=5.59, compile_cache="cold"),
+        _varlen_cell("padded_math", "compiled", 100.0, compile_s=6.79, compile_cache="cold"),
+    )])
+    found = report.varlen_tables(merged)
+    assert list(found) == [("eager", "fixed"), ("compiled", "fixed")]
+    eager, compiled = found[("eager", "fixed")], found[("compiled", "fixed")]
+    assert [r.impl for r in eager] == ["fa3", "flex", "padded_efficient", "padded_math"]
+    assert [r.speedup_padded for r in eager] == [pytest.approx(2.5), pytest.approx(1.6), 1.0, pytest.approx(0.5)]
+    # padded_efficient did not run compiled: the compiled baseline is padded_math
+    assert [(r.impl, r.speedup_padded) for r in compiled] == [("fa3", pytest.approx(4.0)), ("padded_math", 1.0)]
+    assert report.kinds(merged) == [report.TRAIN]  # the other sections are unchanged
+    train_only = report.merge([_made_run(_cell("native", "plain", 196, "eager", 200.0))])
+    assert report.tables(merged) == report.tables(train_only)
+
+    md = report.markdown_report(merged)
+    assert md.index("## Train steps") < md.index("## Packed variable-size images") < md.index("- this run: ")
+    assert "### eager, fixed lengths (NVIDIA H200)" in md and "### compiled, fixed lengths (NVIDIA H200)" in md
+    fa3 = _md_row(md, "| fa3 | packed 8x4096 | this run | 32.00 |")
+    assert fa3 == {"implementation": "fa3", "layout": "packed 8x4096", "run": "this run", "median ms": "32.00",
+                   "tokens/s": "976188", "images/s": "3031.2", "speedup vs padded_efficient": "2.50x",
+                   "padding": "4.7%", "peak GiB": "6.21", "kernel": "fa3 kernel"}
+    assert _md_row(md, "| padded_math | padded 97x700 | this run | 160.00 |")["padding"] == "54.0%"
+    fa3_c = _md_row(md, "| fa3 | packed 8x4096 | this run | 25.00 |")
+    assert (fa3_c["speedup vs padded_math"], fa3_c["compile s (cache)"]) == ("4.00x", "5.6 (cold)")
+    assert _md_row(md, "| flex | packed 8x4096 |")["peak GiB"] == "n/a"
+    text = report.text_report(merged)
+    assert text.index("== Train steps ==") < text.index("== Packed variable-size images ==")
+    section = text[text.index("== Packed variable-size images =="):]
+    assert [m.group(1) for m in re.finditer(r"^(\w+) +(?:packed|padded) ", section, re.M)] == \
+        ["fa3", "flex", "padded_efficient", "padded_math", "fa3", "padded_math"]
+    assert re.search(r"^fa3 +packed 8x4096 +this run +25\.00 +1249520 +3880\.0 +4\.00x +4\.7% +n/a +5\.6 \(cold\) "
+                     r"+fa3 kernel$", section, re.M)
+
+
+def test_fixed_and_changing_lengths_never_share_a_table():
+    merged = report.merge([_made_run(
+        _varlen_cell("padded_efficient", "eager", 80.0),
+        _varlen_cell("fa3", "eager", 32.0),
+        _varlen_cell("flex", "eager", 45.5, lengths="changing", images=94.375),
+        _varlen_cell("flex", "compiled", 38.73, lengths="changing", images=94.375),
+        _varlen_cell("padded_math", "compiled", 77.46, lengths="changing", images=94.375),
+        _varlen_cell("fa3", "compiled", 25.0),
+    )])
+    found = report.varlen_tables(merged)
+    assert list(found) == [("eager", "fixed"), ("eager", "changing"), ("compiled", "fixed"), ("compiled", "changing")]
+    assert [r.impl for r in found[("eager", "fixed")]] == ["fa3", "padded_efficient"]
+    # no padded cell with changing lengths in eager: the fixed-lengths padded_efficient is not its baseline
+    assert [(r.impl, r.speedup_padded) for r in found[("eager", "changing")]] == [("flex", None)]
+    assert [(r.impl, r.speedup_padded) for r in found[("compiled", "changing")]] == \
+        [("flex", pytest.approx(2.0)), ("padded_math", 1.0)]
+    assert [(r.impl, r.speedup_padded) for r in found[("compiled", "fixed")]] == [("fa3", None)]
+    md = report.markdown_report(merged)
+    assert "### eager, lengths change every step (NVIDIA H200)" in md
+    assert "### compiled, lengths change every step (NVIDIA H200)" in md
+    flex_eager = _md_row(md, "| flex | packed 8x4096 | this run | 45.50 |")
+    assert flex_eager["speedup vs padded (none ran)"] == "-" and flex_eager["images/s"] == "2074.2"
+    assert _md_row(md, "| flex | packed 8x4096 | this run | 38.73 |")["speedup vs padded_math"] == "2.00x"
+    assert _md_row(md, "| fa3 | packed 8x4096 | this run | 25.00 |")["speedup vs padded (none ran)"] == "-"
+    text = report.text_report(merged)
+    changing = text[text.index("eager, lengths change every step (NVIDIA H200)"):text.index("compiled, fixed lengths")]
+    assert "flex" in changing and "fa3" not in changing and "padded_efficient" not in changing
+
+
+def test_flex_changing_lengths_table_shows_recompiles():
+    merged = report.merge([_made_run(
+        _lengths_cell("exact_length", 7, 5804.87, 5058.84, 8),
+        _lengths_cell("exact_length_dynamic", 0, 6441.57, 17.67, 8),
+        _lengths_cell("fixed_budget", 0, 4496.84, 9.77, 1),
+    )])
+    rows = report.flex_lengths_rows(merged)
+    assert [(r.strategy, r.recompiles) for r in rows] == [("fixed_budget", 0), ("exact_length_dynamic", 0),
+                                                          ("exact_length", 7)]
+    assert report.varlen_tables(merged) == {} and report.kinds(merged) == []
+    text = report.text_report(merged)
+    assert text.startswith("== Packed variable-size images ==\n\nFlexAttention with changing lengths (NVIDIA H200)\n")
+    assert re.search(r"^exact_length +this run +7 +5804\.87 +5058\.84 +8 +what exact_length does$", text, re.M)
+    md = report.markdown_report(merged)
+    assert "### FlexAttention with changing lengths (NVIDIA H200)" in md
+    assert _md_row(md, "| fixed_budget |", first="strategy") == {
+        "strategy": "fixed_budget", "run": "this run", "recompiles": "0", "first step ms": "4496.84",
+        "later steps median ms": "9.77", "distinct lengths": "1", "what the strategy does": "what fixed_budget does"}
+
+
+def test_skipped_and_failed_packed_image_cells_are_listed():
+    skipped = [{"test": LENGTHS_ID.format("exact_length"), "reason": "runs with --attn-varlen-lengths changing"}]
+    failed = [{"test": VARLEN_ID.format("sdpa_nested_math", "eager"), "message": "RuntimeError: grad types"}]
+    merged = report.merge([_made_run(_varlen_cell("fa3", "eager", 32.0), skipped=skipped, failed=failed)])
+    assert list(merged.skipped) == [LENGTHS_ID.format("exact_length")]
+    assert list(merged.failed) == [VARLEN_ID.format("sdpa_nested_math", "eager")]
+    text = report.text_report(merged)
+    assert ("Skipped cells (1):\n  test_varlen_flex_lengths[exact_length]: runs with --attn-varlen-lengths changing"
+            in text)
+    assert "Failed cells (1):\n  test_varlen_train_step[sdpa_nested_math-eager]: RuntimeError: grad types" in text
+    assert "FlexAttention with changing lengths" not in text  # no strategy ran
+    assert "- `test_varlen_train_step[sdpa_nested_math-eager]`: RuntimeError" in report.markdown_report(merged)
+
+
+def test_failed_cells_show_the_exception_not_the_traceback():
+    """A failure is summed up by pytest's crash line; older runs by the traceback's first E line."""
+    longrepr = SimpleNamespace(reprcrash=SimpleNamespace(message="RuntimeError: expected input and grad types\nmore"))
+    report_ = SimpleNamespace(nodeid=VARLEN_ID.format("sdpa_nested_math", "eager"), skipped=False, failed=True,
+                              when="call", longrepr=longrepr)
+    kind, record = runs.report_outcome(report_)
+    assert kind == "failed" and record["error"] == "RuntimeError: expected input and grad types"
+    traceback = ("if same_type:\n    return x\nE   AssertionError: expected len(meta.attrs) == 4, got 3\n"
+                 "E   second line\n/torch/runtime_wrappers.py:2386: AssertionError")
+    assert runs.failure_summary({"message": traceback}) == "AssertionError: expected len(meta.attrs) == 4, got 3"
+    assert runs.failure_summary({"message": "worker 1 died\nlast log lines"}) == "worker 1 died"
+    assert runs.failure_summary({"error": "ValueError: x", "message": traceback}) == "ValueError: x"

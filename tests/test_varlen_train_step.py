@@ -4,16 +4,20 @@ import pytest
 import torch
 from cells import run_cell
 
-from attn_bench.varlen import HAZARD_STRATEGIES, FlexLengthHazard, get_varlen_config, run_varlen_cell
+from attn_bench.varlen import CHANGING_ID_SUFFIX, HAZARD_STRATEGIES, FlexLengthHazard, get_varlen_config, run_varlen_cell
 from attn_impls.registry import VARLEN_REGISTRY
 
 
 def pytest_generate_tests(metafunc):
     # Ids test_varlen_train_step[<impl>-<mode>]; --attn-mode selects modes as for test_train_step.
+    # With new lengths every step the ids end in CHANGING_ID_SUFFIX: another measurement, which
+    # reports, storage and the gate must never take for the fixed-lengths cell.
     if "varlen_impl" in metafunc.fixturenames:
         metafunc.parametrize("varlen_impl", list(VARLEN_REGISTRY))
     if "varlen_mode" in metafunc.fixturenames:
-        metafunc.parametrize("varlen_mode", metafunc.config._attn_selection["mode"])
+        modes = metafunc.config._attn_selection["mode"]
+        suffix = CHANGING_ID_SUFFIX if metafunc.config.getoption("attn_varlen_lengths") == "changing" else ""
+        metafunc.parametrize("varlen_mode", modes, ids=[mode + suffix for mode in modes])
 
 
 def test_varlen_train_step(benchmark, suite, request, varlen_impl, varlen_mode):
