@@ -146,9 +146,10 @@ def _nested_varlen_factory(backend: SDPBackend):
                 nested = torch.nested.nested_tensor_from_jagged(values_thd, offsets, max_seqlen=max_seqlen)
                 return nested.transpose(1, 2)
 
-            # Under CUDA autocast the jagged math path failed in its backward ("expected input and
-            # grad types to match", H200, torch 2.11, results/h200/2026-12-01/session5/). The inputs
-            # already carry autocast's dtype, so turning it off here changes no input of SDPA.
+            # Autocast off: the inputs already carry its dtype. Under CUDA autocast the jagged math
+            # path (torch/nested/_internal/sdpa.py: _scaled_dot_product_attention_math on strided
+            # nested tensors) gets its softmax cast to fp32, and its backward failed ("expected input
+            # and grad types to match", H200, torch 2.11, results/h200/2026-12-01/session5/).
             with torch.autocast(q_bshd.device.type, enabled=False), sdpa_kernel([backend]):
                 out = F.scaled_dot_product_attention(jagged_bhjd(q_bshd), jagged_bhjd(k_bshd), jagged_bhjd(v_bshd))
             return out.transpose(1, 2).values().view(rows, row_len, heads, head_dim)
