@@ -6,6 +6,7 @@ import gc
 import statistics
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -46,6 +47,31 @@ PARITY_DEPTH = 2  # blocks in the model-level parity check (see Suite.parity_con
 STEPS_PER_ROUND = {"full": 3, "smoke": 1}
 # --attn-slowdown: rounds per measurement and most re-sizings of the injected work (slowed_down)
 CALIBRATION_ROUNDS, CALIBRATION_PASSES = 5, 4
+
+
+class PhaseClock:
+    """Wall seconds a cell spends in each phase, for `extra_info["phase_s"]`: where a matrix's time
+    goes (parity, first step with its compilation, warm-up and timed rounds, the study's loop...).
+
+    `with clock("parity"): ...` adds the block's seconds to that phase; `as_dict()` gives every
+    phase, `other` (the rest since the clock started) and `total`.
+    """
+
+    def __init__(self):
+        self.started = time.perf_counter()
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, phase: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - start
+
+    def as_dict(self) -> dict[str, float]:
+        total = time.perf_counter() - self.started
+        return {**self.seconds, "other": max(total - sum(self.seconds.values()), 0.0), "total": total}
 
 
 class CellFailure(Exception):
@@ -246,36 +272,43 @@ class Suite:
 
 
     def _run_cell(self, cell: Cell, benchmark) -> dict:
+        clock = PhaseClock()
         fresh_cell_state(self.device)
         # One attention callable per cell: the parity checks test the callable that is timed.
         attention = cell.impl.factory(cell.variant, self.shape(cell.seq_len))
-        # The cell's first training step (its compile, autotuning and JIT) happens in here.
-        model_report = self.model_parity(cell, attention)
-        require(model_report)
-        report = self.attention_parity(cell, attention)
-        require(report)
+        with clock("parity"):
+            # The cell's first training step (its compile, autotuning and JIT) happens in here.
+            model_report = self.model_parity(cell, attention)
+            require(model_report)
+            report = self.attention_parity(cell, attention)
+            require(report)
 
         cfg = self.config(cell.seq_len)
         step = self.new_step(cell, attention)
         # The timed model's own first step: per block it reuses the parity model's compiled block,
         # compiled whole it compiles again (24 blocks at seq 196 are a bigger graph than 2).
-        first_step_s, compile_cache, kernels = self._first_call_and_kernels(cell, step, backward=True,
-                                                                            own_visible=True)
+        with clock("first_step"):
+            first_step_s, compile_cache, kernels = self._first_call_and_kernels(cell, step, backward=True,
+                                                                                own_visible=True)
 
         steps = STEPS_PER_ROUND[self.profile]
         step.sync_every = steps
         target, injected = step, {"injected_slowdown_ms": 0.0}
         if self.slowdown:
-            target, injected = slowed_down(step, steps, self.slowdown, self.device)
-        bare_before = bare_round_ms(target, steps, self.rounds // 2) if self.bare_loop else []
+            with clock("slowdown_sizing"):
+                target, injected = slowed_down(step, steps, self.slowdown, self.device)
+        with clock("bare_loop"):
+            bare_before = bare_round_ms(target, steps, self.rounds // 2) if self.bare_loop else []
 
         if self.device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats(self.device)
         benchmark.group = f"{cell.seq_len}-{cell.mode}"
-        benchmark.pedantic(target, rounds=self.rounds, warmup_rounds=self.warmup, iterations=steps)
+        with clock("timed"):
+            benchmark.pedantic(target, rounds=self.rounds, warmup_rounds=self.warmup, iterations=steps)
         # The bare rounds come half before and half after the timed ones, so that an order
         # effect shows as a difference between the halves rather than as an instrument bias.
-        bare_after = bare_round_ms(target, steps, self.rounds - self.rounds // 2) if self.bare_loop else []
+        with clock("bare_loop"):
+            bare_after = bare_round_ms(target, steps, self.rounds - self.rounds // 2) if self.bare_loop else []
         loss = float(step.last_loss)
         if loss != loss:
             raise CellFailure(f"{cell.name}: loss became NaN during timing")
@@ -305,6 +338,7 @@ class Suite:
             **injected,
         }
         if benchmark.disabled:  # --benchmark-disable: every check ran, nothing was timed
+            info["phase_s"] = clock.as_dict()
             benchmark.extra_info.update(info)
             return info
         median_s = benchmark.stats.stats.median
@@ -326,7 +360,9 @@ class Suite:
         del step, target
         release_memory(self.device)
         if self.study:
-            info.update(self.study_yardstick(cell, attention, median_s))
+            with clock("study"):
+                info.update(self.study_yardstick(cell, attention, median_s))
+        info["phase_s"] = clock.as_dict()
         benchmark.extra_info.update(info)
         return info
 
@@ -363,19 +399,23 @@ class Suite:
         return self._guarded(cell, self._run_infer_cell, benchmark)
 
     def _run_infer_cell(self, cell: Cell, benchmark) -> dict:
+        clock = PhaseClock()
         fresh_cell_state(self.device)
         attention = cell.impl.factory(cell.variant, self.shape(cell.seq_len))
-        model_report = self.infer_model_parity(cell, attention)
-        require(model_report)
-        report = self.attention_parity(cell, attention)
-        require(report)
+        with clock("parity"):
+            model_report = self.infer_model_parity(cell, attention)
+            require(model_report)
+            report = self.attention_parity(cell, attention)
+            require(report)
 
         cfg = self.config(cell.seq_len)
         step = self.new_infer_step(cell, attention)
-        first_step_s, compile_cache, kernels = self._first_call_and_kernels(
-            cell, step, backward=False, own_visible=own_names_visible(cell.impl, self.device))
+        with clock("first_step"):
+            first_step_s, compile_cache, kernels = self._first_call_and_kernels(
+                cell, step, backward=False, own_visible=own_names_visible(cell.impl, self.device))
         steps = STEPS_PER_ROUND[self.profile]
-        timing = self._time_rounds(step, steps, benchmark, f"infer-{cell.seq_len}-{cell.mode}")
+        with clock("timed"):
+            timing = self._time_rounds(step, steps, benchmark, f"infer-{cell.seq_len}-{cell.mode}")
         if not bool(torch.isfinite(step.last_logits).all()):
             raise CellFailure(f"{cell.name}: logits became NaN or inf during timing")
 
@@ -401,6 +441,7 @@ class Suite:
                 "compile_s": first_step_s - median_s,
                 "tflops": forward_flops(cfg) / median_s / 1e12,
             })
+        info["phase_s"] = clock.as_dict()
         benchmark.extra_info.update(info)
         return info
 
@@ -418,26 +459,31 @@ class Suite:
         return self._guarded(cell, self._run_attention_cell, benchmark)
 
     def _run_attention_cell(self, cell: Cell, benchmark) -> dict:
+        clock = PhaseClock()
         fresh_cell_state(self.device)
         shape, cfg = self.shape(cell.seq_len), self.config(cell.seq_len)
         attention = cell.impl.factory(cell.variant, shape)
-        report = self.attention_parity(cell, attention)
-        require(report)
+        with clock("parity"):
+            report = self.attention_parity(cell, attention)
+            require(report)
 
         backward = cell.direction == "fwd_bwd"
         call = kernel_bench.attention_call(attention, cell.impl.layout, cfg.batch, shape, cell.direction,
                                            compiled=cell.mode == "compiled")
         cuda, bare = self.device.startswith("cuda"), None
         with float32_matmul_precision(TIMED_MATMUL_PRECISION):
-            first_call_s, compile_cache, kernels = self._first_call_and_kernels(
-                cell, call, backward, own_visible=own_names_visible(cell.impl, self.device))
+            with clock("first_step"):
+                first_call_s, compile_cache, kernels = self._first_call_and_kernels(
+                    cell, call, backward, own_visible=own_names_visible(cell.impl, self.device))
             calls = kernel_bench.size_rounds(call, self.device)
             group = f"attention-{cell.seq_len}-{cell.mode}-{cell.direction}"
-            timing = self._time_rounds(call, calls, benchmark, group)
+            with clock("timed"):
+                timing = self._time_rounds(call, calls, benchmark, group)
             if not bool(torch.isfinite(call.last_out).all()):
                 raise CellFailure(f"{cell.name}: output became NaN or inf during timing")
             if cuda and not benchmark.disabled:
-                bare = kernel_bench.bare_median_ms(call, self.device)
+                with clock("do_bench"):
+                    bare = kernel_bench.bare_median_ms(call, self.device)
 
         flops = kernel_bench.attention_flops(cfg.batch, cfg.heads, cell.seq_len, cfg.head_dim, cell.direction)
         info = {
@@ -469,6 +515,7 @@ class Suite:
                     "vs_do_bench_pct": (median_s * 1e3 / bare_ms - 1) * 100,
                     "pct_of_matmul_peak": tflops / self.matmul_peak() * 100,
                 })
+        info["phase_s"] = clock.as_dict()
         benchmark.extra_info.update(info)
         return info
 

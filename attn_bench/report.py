@@ -547,6 +547,7 @@ def text_report(merged: Merged) -> str:
                 out.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
             out.append("")
     out += _comparison_lines(merged, bullet="  ")
+    out += _phase_lines(merged)
     out += _outcome_lines(merged, bullet="  ")
     out += _legend_lines(merged, bullet="  ")
     return "\n".join(out).rstrip() + "\n"
@@ -565,6 +566,7 @@ def markdown_report(merged: Merged) -> str:
             out += ["| " + " | ".join(c.format(row) for c in cols) + " |" for row in rows]
             out.append("")
     out += _comparison_lines(merged, bullet="- ", heading="### ")
+    out += _phase_lines(merged)
     out += _outcome_lines(merged, bullet="- ", code=True)
     out += _legend_lines(merged, bullet="- ", code=True)
     return "\n".join(out).rstrip() + "\n"
@@ -580,6 +582,32 @@ def _comparison_lines(merged: Merged, bullet: str, heading: str = "") -> list[st
         out += [f"{bullet}{c.sentence()}" for c in comparisons]
         out.append("")
     return out
+
+
+def phase_totals(merged: Merged) -> tuple[int, dict[str, float]]:
+    """(cells, seconds per phase) summed over the cells that ran and recorded `phase_s` (the harness's
+    PhaseClock), largest first with `total` last: where the runs' time went."""
+    totals: dict[str, float] = {}
+    cells = 0
+    for bench in merged.ran.values():
+        phases = (bench.get("extra_info") or {}).get("phase_s")
+        if phases:
+            cells += 1
+            for phase, seconds in phases.items():
+                totals[phase] = totals.get(phase, 0.0) + seconds
+    total = totals.pop("total", 0.0)
+    ordered = dict(sorted(totals.items(), key=lambda item: -item[1]))
+    return cells, {**ordered, "total": total} if cells else {}
+
+
+def _phase_lines(merged: Merged) -> list[str]:
+    cells, totals = phase_totals(merged)
+    if not cells:
+        return []
+    total = totals["total"] or 1.0
+    parts = ", ".join(f"{phase} {seconds:.0f} s ({seconds / total:.0%})"
+                      for phase, seconds in totals.items() if phase != "total")
+    return [f"Where the time went ({cells} cells, {totals['total']:.0f} s in cells): {parts}", ""]
 
 
 def _outcome_lines(merged: Merged, bullet: str, code: bool = False) -> list[str]:

@@ -52,6 +52,7 @@ from .harness import (
     STEPS_PER_ROUND,
     CellFailure,
     CellSkip,
+    PhaseClock,
     fresh_cell_state,
     guarded,
     inductor_cache_state,
@@ -547,11 +548,13 @@ def run_varlen_cell(suite, impl_id: str, mode: str, benchmark, lengths: str = "f
 def _run_varlen_cell(suite, impl: VarlenImpl, mode: str, benchmark, lengths: str) -> dict:
     device, cfg, compiled = suite.device, get_varlen_config(suite.profile), mode == "compiled"
     name = f"{impl.id}-{mode}"
+    clock = PhaseClock()
     fresh_cell_state(device)
     attention = impl.factory(AttnShape(cfg.heads, cfg.head_dim, cfg.token_budget, device))
-    report = check_varlen_attention(f"varlen attention {name}", attention, impl.packing,
-                                    cell_reference(cfg, device), compiled=compiled)
-    require(report)
+    with clock("parity"):
+        report = check_varlen_attention(f"varlen attention {name}", attention, impl.packing,
+                                        cell_reference(cfg, device), compiled=compiled)
+        require(report)
 
     seeds = range(CHANGING_BATCHES) if lengths == "changing" else [0]
     batches = [make_batch(cfg, impl.packing, device, seed) for seed in seeds]
@@ -563,12 +566,13 @@ def _run_varlen_cell(suite, impl: VarlenImpl, mode: str, benchmark, lengths: str
         compile_model(model, VARLEN_COMPILE_SCOPE)
     step = VarlenTrainStep(model, batches, device)
     torch._dynamo.utils.counters.clear()  # the parity check compiled its own graphs
-    start = time.perf_counter()
-    step()  # compiles in compiled cells
-    first_step_s = time.perf_counter() - start
-    compile_cache = inductor_cache_state()
-    graphs_after_first = compiled_graphs()
-    kernels = check_kernels(impl, profiled_names(step, device))
+    with clock("first_step"):
+        start = time.perf_counter()
+        step()  # compiles in compiled cells
+        first_step_s = time.perf_counter() - start
+        compile_cache = inductor_cache_state()
+        graphs_after_first = compiled_graphs()
+        kernels = check_kernels(impl, profiled_names(step, device))
     if not kernels.ok:
         raise CellFailure(kernels.explain())
 
@@ -577,8 +581,9 @@ def _run_varlen_cell(suite, impl: VarlenImpl, mode: str, benchmark, lengths: str
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats(device)
     benchmark.group = f"varlen-{mode}"
-    benchmark.pedantic(step, rounds=suite.rounds, warmup_rounds=suite.warmup, iterations=steps)
-    synchronize(device)
+    with clock("timed"):
+        benchmark.pedantic(step, rounds=suite.rounds, warmup_rounds=suite.warmup, iterations=steps)
+        synchronize(device)
     loss = float(step.last_loss)
     if math.isnan(loss):
         raise CellFailure(f"{name}: loss became NaN during timing")
@@ -605,6 +610,7 @@ def _run_varlen_cell(suite, impl: VarlenImpl, mode: str, benchmark, lengths: str
         median_s = benchmark.stats.stats.median
         info.update(median_ms=median_s * 1e3, tokens_per_s=tokens / median_s, images_per_s=images / median_s,
                     compile_s=first_step_s - median_s)
+    info["phase_s"] = clock.as_dict()
     benchmark.extra_info.update(info)
     del step, model
     return info

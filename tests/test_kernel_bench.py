@@ -199,6 +199,7 @@ def test_attention_cell_without_backward_runs_forward_only(suite):
     info = suite.run_attention_cell(suite.attention_cell("flex", "plain", 196, "eager", "fwd"), FakeBenchmark())
     assert info["parity"]["ok"] and info["kernel"] == "flex's kernel (unnamed on this device)"
     assert "tflops_effective" not in info and info["flops"] == 4 * 4 * 2 * 196**2 * 64
+    assert {"parity", "first_step", "timed", "total"} <= set(info["phase_s"])
 
 
 def test_infer_cell_forward_only_model_check(suite):
@@ -210,6 +211,21 @@ def test_infer_cell_forward_only_model_check(suite):
     assert info["model_flops"] * 3 == pytest.approx(train_step_flops(cfg))
     assert info["numerics"]["float32_matmul_precision"] == "high"
     assert math.isfinite(info["compile_s"])
+    assert info["phase_s"]["first_step"] >= info["first_step_s"] and "study" not in info["phase_s"]
+
+
+def test_phase_clock_adds_up_each_phase_and_the_rest():
+    from attn_bench.harness import PhaseClock
+
+    clock = PhaseClock()
+    for _ in range(2):
+        with clock("timed"):
+            time.sleep(0.02)
+    time.sleep(0.01)
+    phases = clock.as_dict()
+    assert set(phases) == {"timed", "other", "total"}
+    assert 0.04 <= phases["timed"] < phases["total"] and phases["other"] >= 0.01
+    assert phases["total"] == pytest.approx(phases["timed"] + phases["other"])
 
 
 def test_direction_option_selects_attention_cells_only():

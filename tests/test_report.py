@@ -507,3 +507,19 @@ def test_failed_cells_show_the_exception_not_the_traceback():
     assert runs.failure_summary({"message": traceback}) == "AssertionError: expected len(meta.attrs) == 4, got 3"
     assert runs.failure_summary({"message": "worker 1 died\nlast log lines"}) == "worker 1 died"
     assert runs.failure_summary({"error": "ValueError: x", "message": traceback}) == "ValueError: x"
+
+
+def test_report_sums_where_the_time_went_over_the_cells():
+    merged = report.merge([_made_run(
+        _cell("native", "plain", 196, "compiled", 130.0,
+              phase_s={"parity": 13.0, "first_step": 46.0, "timed": 5.0, "other": 1.0, "total": 65.0}),
+        _cell("flex", "plain", 196, "eager", 140.0,
+              phase_s={"parity": 2.0, "first_step": 1.0, "timed": 6.0, "other": 1.0, "total": 10.0}),
+        _cell("sdpa_cudnn", "plain", 196, "eager", 135.0),  # from before phase_s: not counted
+    )])
+    cells, totals = report.phase_totals(merged)
+    assert cells == 2 and list(totals) == ["first_step", "parity", "timed", "other", "total"]
+    assert totals["first_step"] == 47.0 and totals["total"] == 75.0
+    text = report.text_report(merged)
+    assert "Where the time went (2 cells, 75 s in cells): first_step 47 s (63%), parity 15 s (20%)" in text
+    assert report.phase_totals(report.merge([_made_run(_cell("native", "plain", 196, "eager", 1.0))])) == (0, {})

@@ -91,6 +91,11 @@ def test_compiled_cells_compile_the_whole_model_by_default_and_varlen_cells_each
     assert info["first_step_s"] > info["median_ms"] / 1e3 and info["parity_first_step_s"] > 0
     first_steps = info["parity_first_step_s"] + info["first_step_s"]
     assert info["compile_s"] == pytest.approx(first_steps - info["median_ms"] / 1e3)
+    phases = info["phase_s"]  # where the cell's wall time went
+    assert {"parity", "first_step", "timed", "other", "total"} <= set(phases)
+    assert phases["first_step"] >= info["first_step_s"] and phases["parity"] >= info["parity_first_step_s"]
+    assert phases["timed"] >= info["median_ms"] / 1e3 * 2 * info["steps_per_round"]  # 2 rounds
+    assert phases["total"] == pytest.approx(sum(v for k, v in phases.items() if k != "total"))
 
     varlen = tmp_path / "varlen.json"
     proc = run_suite(varlen, "--benchmark-only", "--attn-mode", "compiled", "--attn-compile-scope", "model",
@@ -99,3 +104,4 @@ def test_compiled_cells_compile_the_whole_model_by_default_and_varlen_cells_each
     (cell,) = json.loads(varlen.read_text())["benchmarks"]
     assert cell["name"] == "test_varlen_train_step[sdpa_dense_math-compiled]"
     assert cell["extra_info"]["compile_scope"] == "block" and cell["extra_info"]["recompiles"] == 0
+    assert cell["extra_info"]["phase_s"]["first_step"] >= cell["extra_info"]["first_step_s"]
