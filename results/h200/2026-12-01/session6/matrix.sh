@@ -20,6 +20,12 @@ DEADLINE=${DEADLINE:-$(( $(date +%s) + 1500 ))}
 mkdir -p "$RES" && rm -rf /root/gpu/repo && cp -r "$(pwd)" /root/gpu/repo && cd /root/gpu/repo
 git rev-parse HEAD > "$RES/commit.txt"; git status --short >> "$RES/commit.txt"
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,temperature.gpu,power.draw --format=csv > "$RES/gpu.csv"
+# SM clock, power and temperature every half second for the whole session: whether the clocks
+# drop under sustained training load (a candidate cause of the gate's injection shortfall,
+# ../../gate/README.md, fifth session) and how they move between runs.
+nvidia-smi --query-gpu=timestamp,clocks.sm,clocks.mem,power.draw,temperature.gpu --format=csv -lms 500 \
+    > "$RES/clocks.csv" 2>&1 &
+CLOCKS_PID=$!
 
 CUDNN_LIB=$(python3 -c "import nvidia.cudnn, os; print(os.path.join(list(nvidia.cudnn.__path__)[0], 'lib'))")
 in_env() {  # in_env "SETS" CMD...: run CMD with those library sets on the path
@@ -69,4 +75,5 @@ done
 # 4. The rest of the study's yardstick at seq 196 with whole-model compilation (issue 8)
 run y-196-model "" $TRAIN --benchmark-only --attn-impl sdpa_efficient,sdpa_math,sdpa_cudnn,flex --attn-variant plain \
     --attn-study --attn-bare-loop --attn-seq-len 196 --attn-mode compiled
+kill "$CLOCKS_PID" 2>/dev/null
 touch "$RES/matrix.done"
