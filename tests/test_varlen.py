@@ -172,3 +172,14 @@ def test_flex_recompiles_for_new_lengths_unless_shapes_stay_fixed_or_dynamic(str
     else:
         assert info["distinct_lengths"] >= 3  # a length seen before reuses its graph
     assert hazard.recompiles == (info["distinct_lengths"] - 1 if recompiles_every_new_length else 0), info
+
+
+def test_nested_sdpa_runs_below_autocast():
+    """Under CUDA autocast torch's jagged math path failed in backward (H200, session5); the entries
+    turn autocast off around SDPA, so fp32 inputs under bf16 autocast stay fp32 (they would be cast)."""
+    attention = attention_of("sdpa_nested_math")
+    layout = varlen.make_batch(SMOKE, "packed", "cpu", seed=1).layout
+    q, k, v = (torch.randn(layout.rows, layout.row_len, SMOKE.heads, SMOKE.head_dim) for _ in range(3))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = attention.attend(q, k, v, attention.prepare(layout))
+    assert out.dtype == torch.float32 and out.shape == q.shape
