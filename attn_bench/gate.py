@@ -57,9 +57,12 @@ defaults (2 %, 95 %, 2000 resamples), by
 - injected slowdowns, measured +2.8 % to +8.2 % (`--attn-slowdown 0.08`): 47 of 48 (the miss is
   fa4/plain/196/compiled at +2.8 %); measured +10.4 % to +24.5 % (0.15): 48 of 48.
 
-These numbers hold for those runs' 20 rounds of 1 step; the suite now times 10 rounds of 3
-steps, whose rates have not been measured yet: rerun `calibrate` on three same-code runs of
-the current settings before trusting them.
+At the current settings (10 rounds of 3 steps; `results/h200/gate/`: native, sdpa_cudnn and flex,
+plain, seq 196, eager and compiled): 0 of 84 same-code cell comparisons flagged over six runs on
+three machines, the highest lower end -0.07 % in the fifth session's pair. A slowdown injected at
++4.5 to +5.4 % of each cell's own steps measured +2.9 to +4.8 % against the baseline process (5
+cells REGRESSED, 1 unsure), and with both sides rerun back to back (`confirm_interleaved`)
++3.4 to +5.0 %: all 6 cells REGRESSED.
 
 `calibrate` measures exactly this on N >= 2 same-code runs (and optional slowed-down runs).
 `spread` keeps the older fixed-percentage calibration, for pytest-benchmark's own
