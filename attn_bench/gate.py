@@ -60,7 +60,7 @@ defaults (2 %, 95 %, 2000 resamples), by
 At the current settings (10 rounds of 3 steps; `results/h200/gate/`: native, sdpa_cudnn and flex,
 plain, seq 196, eager and compiled): 0 of 84 same-code cell comparisons flagged over six runs on
 three machines, the highest lower end -0.07 % in the fifth session's pair. A slowdown injected at
-+4.5 to +5.4 % of each cell's own steps measured +2.9 to +4.8 % against the baseline process (5
++4.5 to +5.4 % of each cell's own steps measured +2.9 to +4.6 % against the baseline process (5
 cells REGRESSED, 1 unsure), and with both sides rerun back to back (`confirm_interleaved`)
 +3.4 to +5.0 %: all 6 cells REGRESSED.
 
