@@ -297,8 +297,10 @@ class Suite:
         if self.slowdown:
             with clock("slowdown_sizing"):
                 target, injected = slowed_down(step, steps, self.slowdown, self.device)
-        with clock("bare_loop"):
-            bare_before = bare_round_ms(target, steps, self.rounds // 2) if self.bare_loop else []
+        bare_before, bare_after = [], []
+        if self.bare_loop:
+            with clock("bare_loop"):
+                bare_before = bare_round_ms(target, steps, self.rounds // 2)
 
         if self.device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats(self.device)
@@ -307,8 +309,9 @@ class Suite:
             benchmark.pedantic(target, rounds=self.rounds, warmup_rounds=self.warmup, iterations=steps)
         # The bare rounds come half before and half after the timed ones, so that an order
         # effect shows as a difference between the halves rather than as an instrument bias.
-        with clock("bare_loop"):
-            bare_after = bare_round_ms(target, steps, self.rounds - self.rounds // 2) if self.bare_loop else []
+        if self.bare_loop:
+            with clock("bare_loop"):
+                bare_after = bare_round_ms(target, steps, self.rounds - self.rounds // 2)
         loss = float(step.last_loss)
         if loss != loss:
             raise CellFailure(f"{cell.name}: loss became NaN during timing")

@@ -23,6 +23,7 @@ def terminal_summary(terminalreporter, config) -> None:
         "datetime": datetime.now(timezone.utc).isoformat(),
         "benchmarks": benchmarks,
         "attn_suite": {"profile": suite.profile,
+                       "compile_scope": suite.compile_scope,
                        "matmul_peak_tflops": suite.matmul_peak_tflops,
                        "skipped": getattr(config, "_attn_skipped", []),
                        "failed": getattr(config, "_attn_failed", [])},

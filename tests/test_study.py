@@ -85,6 +85,7 @@ def test_compiled_cells_compile_the_whole_model_by_default_and_varlen_cells_each
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     run = json.loads(out.read_text())
     assert run["attn_suite"]["compile_scope"] == "model"
+    assert "compiled: whole model" in proc.stdout  # the end-of-run report's legend
     assert [b["name"] for b in run["benchmarks"]] == ["test_train_step[native-plain-196-compiled]"]
     # The whole timed model compiles in its own first step, and compile_s counts it with the parity model's.
     info = run["benchmarks"][0]["extra_info"]
