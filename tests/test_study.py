@@ -106,3 +106,23 @@ def test_compiled_cells_compile_the_whole_model_by_default_and_varlen_cells_each
     assert cell["name"] == "test_varlen_train_step[sdpa_dense_math-compiled]"
     assert cell["extra_info"]["compile_scope"] == "block" and cell["extra_info"]["recompiles"] == 0
     assert cell["extra_info"]["phase_s"]["first_step"] >= cell["extra_info"]["first_step_s"]
+
+
+def test_study_yardstick_and_bare_loop_options_record_their_fields(tmp_path):
+    """--attn-study times the study's own loop after the cell, --attn-bare-loop the same rounds by a bare
+    perf_counter loop (half before, half after the timed rounds); both fields and their phases are recorded."""
+    import json
+    import math
+
+    from benchruns import run_suite
+    out = tmp_path / "yardstick.json"
+    proc = run_suite(out, "--benchmark-only", "--attn-impl", "native", "--attn-variant", "plain",
+                     "--attn-seq-len", "196", "--attn-mode", "eager", "--attn-rounds", "4",
+                     "--attn-study", "--attn-bare-loop")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    (cell,) = json.loads(out.read_text())["benchmarks"]
+    info = cell["extra_info"]
+    assert info["study_median_ms"] > 0
+    assert info["vs_study_pct"] == pytest.approx((info["median_ms"] / info["study_median_ms"] - 1) * 100)
+    assert all(info[k] > 0 for k in ("bare_loop_before_ms", "bare_loop_after_ms", "bare_loop_median_ms"))
+    assert {"bare_loop", "study"} <= set(info["phase_s"]) and math.isfinite(info["phase_s"]["study"])
