@@ -11,6 +11,8 @@ same sequence length (`native/<variant>` eager, and in compiled tables also
 when the runs recorded them: images/s (inference), effective TFLOP/s, share of the matmul
 peak and deviation from do_bench (attention kernels), the deviation from the study's own
 loop (`vs study`) and, in compiled tables, compile seconds with the compile cache state.
+The attention-kernel section ends with attention's share of the training step per seq_len
+(`attention_shares`: fwd_bwd kernel ms x depth / step ms, where both cells ran).
 Then a section for packed variable-size images (VARLEN_KINDS): training-step tables per mode,
 with cells whose image sizes change every step in tables of their own (implementation, layout,
 run, median ms, tokens/s, images/s, speedup over the padded baseline of the same mode and
@@ -518,12 +520,69 @@ def section_title(kind: str) -> str:
     return f"{kind.capitalize()}s"
 
 
+@dataclass(frozen=True)
+class ShareRow:
+    """What attention takes of a training step: `fwd_bwd_ms` (the attention-kernel cell, fwd_bwd)
+    x `depth` / `step_ms` (the training-step cell of the same impl, variant, seq_len and mode)."""
+
+    impl: str
+    variant: str
+    mode: str
+    fwd_bwd_ms: float
+    depth: int
+    step_ms: float
+    runs: str
+
+    @property
+    def share_pct(self) -> float:
+        return self.fwd_bwd_ms * self.depth / self.step_ms * 100
+
+
+def attention_shares(merged: Merged) -> dict[int, list[ShareRow]]:
+    """Per seq_len, attention's share of the training step for every (impl, variant, mode) that has
+    both a fwd_bwd attention-kernel cell and a training-step cell; largest share first."""
+    steps = {}
+    for test, bench in merged.ran.items():
+        kind, p = cell_kind(test)
+        if kind == TRAIN and (bench.get("extra_info") or {}).get("depth"):
+            steps[(p["impl"], p["variant"], p["seq_len"], p["mode"])] = test
+    out: dict[int, list[ShareRow]] = {}
+    for test, bench in merged.ran.items():
+        kind, p = cell_kind(test)
+        step_test = steps.get((p["impl"], p["variant"], p["seq_len"], p["mode"])) if kind == ATTENTION else None
+        if step_test is None or p["direction"] != "fwd_bwd":
+            continue
+        step = merged.ran[step_test]
+        runs = "/".join(dict.fromkeys(merged.source.get(t, "") for t in (test, step_test)))
+        out.setdefault(p["seq_len"], []).append(ShareRow(
+            p["impl"], p["variant"], p["mode"], bench["stats"]["median"] * 1e3, step["extra_info"]["depth"],
+            step["stats"]["median"] * 1e3, runs))
+    return {seq: sorted(rows, key=lambda r: (_mode_rank(r.mode), -r.share_pct)) for seq, rows in sorted(out.items())}
+
+
+SHARE_COLUMNS = (
+    Column("implementation", lambda r: r.impl, False),
+    Column("variant", lambda r: r.variant, False),
+    Column("mode", lambda r: r.mode, False),
+    Column("runs", lambda r: r.runs, False),
+    Column("attention fwd_bwd ms", lambda r: f"{r.fwd_bwd_ms:.3f}"),
+    Column("depth", lambda r: str(r.depth)),
+    Column("step ms", lambda r: f"{r.step_ms:.2f}"),
+    Column("attention share", lambda r: f"{r.share_pct:.0f}%"),
+)
+
+
 def sections(merged: Merged) -> list[tuple[str, list[tuple[str, list[Column], list]]]]:
     """The report's sections of tables in order, those with a cell that ran: a section per test kind,
     then packed variable-size images; each as (title, [(table title, columns, rows)])."""
     out = [(section_title(kind), [(table_title(key, merged.gpu), columns(key[1], rows, kind), rows)
                                   for key, rows in tables(merged, kind).items()])
            for kind in kinds(merged)]
+    shares = [(f"seq_len {seq}: attention's share of the training step = fwd_bwd ms x depth / step ms "
+               f"({merged.gpu})", list(SHARE_COLUMNS), rows) for seq, rows in attention_shares(merged).items()]
+    if shares:
+        title, tables_of_kind = next(section for section in out if section[0] == section_title(ATTENTION))
+        tables_of_kind += shares
     varlen = [(varlen_table_title(key, merged.gpu), varlen_columns(key[0], rows), rows)
               for key, rows in varlen_tables(merged).items()]
     lengths = flex_lengths_rows(merged)

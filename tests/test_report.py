@@ -523,3 +523,22 @@ def test_report_sums_where_the_time_went_over_the_cells():
     text = report.text_report(merged)
     assert "Where the time went (2 cells, 75 s in cells): first_step 47 s (63%), parity 15 s (20%)" in text
     assert report.phase_totals(report.merge([_made_run(_cell("native", "plain", 196, "eager", 1.0))])) == (0, {})
+
+
+def test_attention_share_of_the_training_step():
+    """fwd_bwd kernel ms x depth / step ms, per (impl, variant, mode), where both cells ran."""
+    merged = report.merge([_made_run(
+        _cell("fa3", "plain", 3136, "eager", 31.8, depth=6),
+        _cell("fa3", "plain", 3136, "eager", 1.86, test_id=ATTENTION_ID, direction="fwd_bwd"),
+        _cell("fa3", "plain", 3136, "eager", 0.53, test_id=ATTENTION_ID, direction="fwd"),
+        _cell("sdpa_math", "plain", 3136, "eager", 150.9, depth=6),
+        _cell("sdpa_math", "plain", 3136, "eager", 21.2, test_id=ATTENTION_ID, direction="fwd_bwd"),
+        _cell("fa3", "plain", 3136, "compiled", 1.86, test_id=ATTENTION_ID, direction="fwd_bwd"),  # no step
+    )])
+    (rows,) = report.attention_shares(merged).values()
+    assert [(r.impl, r.mode) for r in rows] == [("sdpa_math", "eager"), ("fa3", "eager")]
+    assert rows[1].share_pct == pytest.approx(1.86 * 6 / 31.8 * 100)
+    text = report.text_report(merged)
+    share_table = text.index("attention's share of the training step")
+    assert text.index("== Attention kernels ==") < share_table
+    assert re.search(r"^sdpa_math +plain +eager +this run +21\.200 +6 +150\.90 +84%$", text[share_table:], re.M)
