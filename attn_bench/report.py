@@ -575,14 +575,14 @@ SHARE_COLUMNS = (
 def sections(merged: Merged) -> list[tuple[str, list[tuple[str, list[Column], list]]]]:
     """The report's sections of tables in order, those with a cell that ran: a section per test kind,
     then packed variable-size images; each as (title, [(table title, columns, rows)])."""
-    out = [(section_title(kind), [(table_title(key, merged.gpu), columns(key[1], rows, kind), rows)
-                                  for key, rows in tables(merged, kind).items()])
-           for kind in kinds(merged)]
-    shares = [(f"seq_len {seq}: attention's share of the training step = fwd_bwd ms x depth / step ms "
-               f"({merged.gpu})", list(SHARE_COLUMNS), rows) for seq, rows in attention_shares(merged).items()]
-    if shares:
-        title, tables_of_kind = next(section for section in out if section[0] == section_title(ATTENTION))
-        tables_of_kind += shares
+    out = []
+    for kind in kinds(merged):
+        found = [(table_title(key, merged.gpu), columns(key[1], rows, kind), rows)
+                 for key, rows in tables(merged, kind).items()]
+        if kind == ATTENTION:
+            found += [(f"seq_len {seq}: attention's share of the training step = fwd_bwd ms x depth / step ms "
+                       f"({merged.gpu})", list(SHARE_COLUMNS), rows) for seq, rows in attention_shares(merged).items()]
+        out.append((section_title(kind), found))
     varlen = [(varlen_table_title(key, merged.gpu), varlen_columns(key[0], rows), rows)
               for key, rows in varlen_tables(merged).items()]
     lengths = flex_lengths_rows(merged)
