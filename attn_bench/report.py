@@ -523,7 +523,10 @@ def section_title(kind: str) -> str:
 @dataclass(frozen=True)
 class ShareRow:
     """What attention takes of a training step: `fwd_bwd_ms` (the attention-kernel cell, fwd_bwd)
-    x `depth` / `step_ms` (the training-step cell of the same impl, variant, seq_len and mode)."""
+    x `depth` / `step_ms` (the training-step cell of the same impl, variant, seq_len and mode).
+    None when the two cells ran different kernels (e.g. Inductor rewrote a compiled `native`
+    attention call alone into SDPA but not inside the model): then the kernel cell does not
+    measure the step's attention."""
 
     impl: str
     variant: str
@@ -532,10 +535,11 @@ class ShareRow:
     depth: int
     step_ms: float
     runs: str
+    same_kernel: bool = True
 
     @property
-    def share_pct(self) -> float:
-        return self.fwd_bwd_ms * self.depth / self.step_ms * 100
+    def share_pct(self) -> float | None:
+        return self.fwd_bwd_ms * self.depth / self.step_ms * 100 if self.same_kernel else None
 
 
 def attention_shares(merged: Merged) -> dict[int, list[ShareRow]]:
@@ -554,10 +558,12 @@ def attention_shares(merged: Merged) -> dict[int, list[ShareRow]]:
             continue
         step = merged.ran[step_test]
         runs = "/".join(dict.fromkeys(merged.source.get(t, "") for t in (test, step_test)))
+        same_kernel = (bench.get("extra_info") or {}).get("kernel") == step["extra_info"].get("kernel")
         out.setdefault(p["seq_len"], []).append(ShareRow(
             p["impl"], p["variant"], p["mode"], bench["stats"]["median"] * 1e3, step["extra_info"]["depth"],
-            step["stats"]["median"] * 1e3, runs))
-    return {seq: sorted(rows, key=lambda r: (_mode_rank(r.mode), -r.share_pct)) for seq, rows in sorted(out.items())}
+            step["stats"]["median"] * 1e3, runs, same_kernel))
+    return {seq: sorted(rows, key=lambda r: (_mode_rank(r.mode), r.share_pct is None, -(r.share_pct or 0.0)))
+            for seq, rows in sorted(out.items())}
 
 
 SHARE_COLUMNS = (
@@ -568,7 +574,7 @@ SHARE_COLUMNS = (
     Column("attention fwd_bwd ms", lambda r: f"{r.fwd_bwd_ms:.3f}"),
     Column("depth", lambda r: str(r.depth)),
     Column("step ms", lambda r: f"{r.step_ms:.2f}"),
-    Column("attention share", lambda r: f"{r.share_pct:.0f}%"),
+    Column("attention share", lambda r: "n/a (other kernel)" if r.share_pct is None else f"{r.share_pct:.0f}%"),
 )
 
 

@@ -534,11 +534,16 @@ def test_attention_share_of_the_training_step():
         _cell("sdpa_math", "plain", 3136, "eager", 150.9, depth=6),
         _cell("sdpa_math", "plain", 3136, "eager", 21.2, test_id=ATTENTION_ID, direction="fwd_bwd"),
         _cell("fa3", "plain", 3136, "compiled", 1.86, test_id=ATTENTION_ID, direction="fwd_bwd"),  # no step
+        # Inductor rewrote the call alone into cuDNN SDPA, not the model's: not the step's attention.
+        _cell("native", "plain", 3136, "compiled", 62.6, depth=6, kernel="matmul+softmax"),
+        _cell("native", "plain", 3136, "compiled", 2.2, test_id=ATTENTION_ID, direction="fwd_bwd",
+              kernel="rewritten to sdpa_cudnn"),
     )])
     (rows,) = report.attention_shares(merged).values()
-    assert [(r.impl, r.mode) for r in rows] == [("sdpa_math", "eager"), ("fa3", "eager")]
-    assert rows[1].share_pct == pytest.approx(1.86 * 6 / 31.8 * 100)
+    assert [(r.impl, r.mode) for r in rows] == [("sdpa_math", "eager"), ("fa3", "eager"), ("native", "compiled")]
+    assert rows[1].share_pct == pytest.approx(1.86 * 6 / 31.8 * 100) and rows[2].share_pct is None
     text = report.text_report(merged)
     share_table = text.index("attention's share of the training step")
     assert text.index("== Attention kernels ==") < share_table
     assert re.search(r"^sdpa_math +plain +eager +this run +21\.200 +6 +150\.90 +84%$", text[share_table:], re.M)
+    assert re.search(r"^native +plain +compiled +this run .* n/a \(other kernel\)$", text[share_table:], re.M)
