@@ -8,6 +8,9 @@ from torch.profiler import ProfilerActivity, profile
 
 from attn_impls import REGISTRY, AttnImpl
 
+# The kernel label of a cell whose attention the compiler rewrote into another implementation's op.
+REWRITTEN = "rewritten to"
+
 ATTENTION_LIKE = re.compile(r"(?i)attn|attention|fmha|flash|sdp|cudnn|softmax|flex|xformers|triton_tem")
 # Implementations whose own kernels carry no name of theirs on CPU: Inductor compiles flex to a
 # C++ template that the profiler shows as `graph_<n>_kernel` at best (with
@@ -83,7 +86,7 @@ class KernelCheck:
     def label(self) -> str:
         """Short description of the kernel that ran, for tables."""
         if self.foreign and self.impl.compiler_may_rewrite:
-            return f"rewritten to {'+'.join(self.foreign_ids)}: {short_kernel_name(self.foreign)}"
+            return f"{REWRITTEN} {'+'.join(self.foreign_ids)}: {short_kernel_name(self.foreign)}"
         if not self.impl.kernel_fwd:
             return "matmul+softmax (no fused attention kernel)"
         if not self.own and not self.own_names_visible:

@@ -35,7 +35,7 @@ from datetime import datetime
 from fnmatch import fnmatchcase
 from pathlib import Path
 
-from .kernels import short_kernel_name
+from .kernels import REWRITTEN, short_kernel_name
 from .runs import CHANGING_ID_SUFFIX, RunFileError, gpu_model, load_run, outcomes, run_settings, short_name
 
 MODE_ORDER = ("eager", "compiled")
@@ -524,9 +524,11 @@ def section_title(kind: str) -> str:
 class ShareRow:
     """What attention takes of a training step: `fwd_bwd_ms` (the attention-kernel cell, fwd_bwd)
     x `depth` / `step_ms` (the training-step cell of the same impl, variant, seq_len and mode).
-    None when the two cells ran different kernels (e.g. Inductor rewrote a compiled `native`
-    attention call alone into SDPA but not inside the model): then the kernel cell does not
-    measure the step's attention."""
+    None when the compiler rewrote the attention in one cell and not the same way in the other
+    (Inductor rewrote a compiled `native` call alone into cuDNN SDPA on the H200, not inside the
+    model): then the kernel cell does not measure the step's attention. Otherwise both cells passed
+    the kernel check of the same implementation (Inductor's own kernel names may differ by fusion).
+    """
 
     impl: str
     variant: str
@@ -558,12 +560,18 @@ def attention_shares(merged: Merged) -> dict[int, list[ShareRow]]:
             continue
         step = merged.ran[step_test]
         runs = "/".join(dict.fromkeys(merged.source.get(t, "") for t in (test, step_test)))
-        same_kernel = (bench.get("extra_info") or {}).get("kernel") == step["extra_info"].get("kernel")
+        same_kernel = _rewrite(bench) == _rewrite(step)
         out.setdefault(p["seq_len"], []).append(ShareRow(
             p["impl"], p["variant"], p["mode"], bench["stats"]["median"] * 1e3, step["extra_info"]["depth"],
             step["stats"]["median"] * 1e3, runs, same_kernel))
     return {seq: sorted(rows, key=lambda r: (_mode_rank(r.mode), r.share_pct is None, -(r.share_pct or 0.0)))
             for seq, rows in sorted(out.items())}
+
+
+def _rewrite(bench: dict) -> str:
+    """The kernel label of a cell whose attention the compiler rewrote (`kernels.REWRITTEN`), else ''."""
+    label = (bench.get("extra_info") or {}).get("kernel") or ""
+    return label if label.startswith(REWRITTEN) else ""
 
 
 SHARE_COLUMNS = (

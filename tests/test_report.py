@@ -538,10 +538,16 @@ def test_attention_share_of_the_training_step():
         _cell("native", "plain", 3136, "compiled", 62.6, depth=6, kernel="matmul+softmax"),
         _cell("native", "plain", 3136, "compiled", 2.2, test_id=ATTENTION_ID, direction="fwd_bwd",
               kernel="rewritten to sdpa_cudnn"),
+        # Inductor names the same flex template after what it fused: still the step's attention.
+        _cell("flex", "plain", 3136, "compiled", 34.6, depth=6, kernel="triton_tem_fused__unsafe_view_flex_attention_6"),
+        _cell("flex", "plain", 3136, "compiled", 3.14, test_id=ATTENTION_ID, direction="fwd_bwd",
+              kernel="triton_tem_fused_flex_attention_4"),
     )])
     (rows,) = report.attention_shares(merged).values()
-    assert [(r.impl, r.mode) for r in rows] == [("sdpa_math", "eager"), ("fa3", "eager"), ("native", "compiled")]
-    assert rows[1].share_pct == pytest.approx(1.86 * 6 / 31.8 * 100) and rows[2].share_pct is None
+    assert [(r.impl, r.mode) for r in rows] == [
+        ("sdpa_math", "eager"), ("fa3", "eager"), ("flex", "compiled"), ("native", "compiled")]
+    assert rows[1].share_pct == pytest.approx(1.86 * 6 / 31.8 * 100) and rows[3].share_pct is None
+    assert rows[2].share_pct == pytest.approx(3.14 * 6 / 34.6 * 100)
     text = report.text_report(merged)
     share_table = text.index("attention's share of the training step")
     assert text.index("== Attention kernels ==") < share_table
