@@ -129,7 +129,7 @@ def cell_kind(fullname: str) -> tuple[str, dict] | None:
     if kind is None or not rest.endswith("]"):
         return None
     keys, body = ID_KEYS.get(kind, CELL_KEYS), rest[:-1]
-    lengths = "changing" if kind == VARLEN and body.endswith(CHANGING_ID_SUFFIX) else "fixed"
+    lengths = CHANGING if kind == VARLEN and body.endswith(CHANGING_ID_SUFFIX) else "fixed"
     if kind == VARLEN:
         body = body.removesuffix(CHANGING_ID_SUFFIX)
     parts = body.rsplit("-", len(keys) - 1)

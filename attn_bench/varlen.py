@@ -61,7 +61,6 @@ from .harness import (
 )
 from .kernels import check_kernels, profiled_names
 from .model import AttentionBlock, TrainStep, compile_model, merge_heads, split_qkv, synchronize
-from .runs import CHANGING_ID_SUFFIX
 
 
 @dataclass(frozen=True)
@@ -616,6 +615,6 @@ def _run_varlen_cell(suite, impl: VarlenImpl, mode: str, benchmark, lengths: str
     return info
 
 
-__all__ = ["CHANGING_BATCHES", "CHANGING_ID_SUFFIX", "HAZARD_STRATEGIES", "LENGTHS", "VARLEN_CONFIGS", "FlexLengthHazard", "PackedViT",
+__all__ = ["CHANGING_BATCHES", "HAZARD_STRATEGIES", "LENGTHS", "VARLEN_CONFIGS", "FlexLengthHazard", "PackedViT",
            "VarlenBatch", "VarlenConfig", "VarlenTrainStep", "build_packed_model", "check_varlen_attention",
            "get_varlen_config", "make_batch", "run_varlen_cell", "varlen_reference"]

@@ -539,7 +539,8 @@ def test_attention_share_of_the_training_step():
         _cell("native", "plain", 3136, "compiled", 2.2, test_id=ATTENTION_ID, direction="fwd_bwd",
               kernel="rewritten to sdpa_cudnn"),
         # Inductor names the same flex template after what it fused: still the step's attention.
-        _cell("flex", "plain", 3136, "compiled", 34.6, depth=6, kernel="triton_tem_fused__unsafe_view_flex_attention_6"),
+        _cell("flex", "plain", 3136, "compiled", 34.6, depth=6,
+              kernel="triton_tem_fused__unsafe_view_flex_attention_6"),
         _cell("flex", "plain", 3136, "compiled", 3.14, test_id=ATTENTION_ID, direction="fwd_bwd",
               kernel="triton_tem_fused_flex_attention_4"),
     )])
