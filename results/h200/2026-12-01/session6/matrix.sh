@@ -1,9 +1,9 @@
 #!/bin/bash
-# Prepared in the fifth session for the next H200 session (not run yet). In priority order: the
-# nested-tensor SDPA cells of the packed-image workload after their fixes (issue 12); the sharded
-# runner with two workers on one GPU (issue 14; correctness, not wall time); kernels at seq 196 and
-# inference steps at both lengths for every library (issue 11); the rest of the seq-196 yardstick
-# compiled whole (issue 8).
+# Sixth session's H200 driver. In priority order: the nested-tensor SDPA cells of the packed-image
+# workload after their fixes (issue 12); inference steps, plain variant, every library at both lengths,
+# then kernels at seq 196 (issue 11); the sharded runner with two workers on one GPU (issue 14;
+# correctness, not wall time); inference for the other variants (issue 11); the rest of the seq-196
+# yardstick compiled whole (issue 8).
 # Every pytest step records each finished cell as it goes (`-p attn_bench.run`, ATTN_RUN_PROGRESS),
 # and stops with SIGINT before DEADLINE (epoch seconds; default 25 minutes from now), so the
 # cells that finished are kept even when the device budget ends. Rebuild a cut step's JSON with
@@ -54,25 +54,24 @@ for sets in "" "fa3 xformers" "fa3 te" "fa4" "fa2"; do in_env "$sets" python3 -m
 
 # 1. SDPA on nested tensors (issue 12): math after the autocast fix; compiled flash/efficient must skip
 run v-nested "" $VARLEN --benchmark-only -k sdpa_nested
-# 2. The sharded runner, two workers on one GPU (issue 14): proves sharding and merging, not wall time
+# 2. Inference steps (issue 11, never run on a GPU before), plain variant first: every library, both lengths
+libs() {  # libs PREFIX TEST EXTRA_ARGS...: one pytest run per library set
+  local prefix=$1 test=$2; shift 2
+  run $prefix-torch "" $test --benchmark-only --attn-impl $TORCH "$@"
+  run $prefix-lib "fa3 xformers" $test --benchmark-only --attn-impl fa3,xformers,xformers_cutlass,xformers_flash,xformers_flash3 "$@"
+  run $prefix-te "fa3 te" $test --benchmark-only --attn-impl te_flash,te_fused,te_unfused "$@"
+  run $prefix-fa4 "fa4" $test --benchmark-only --attn-impl fa4 "$@"
+  run $prefix-fa2 "fa2" $test --benchmark-only --attn-impl fa2 "$@"
+}
+for seq in 3136 196; do libs i-$seq-plain tests/test_infer_step.py --attn-seq-len $seq --attn-variant plain; done
+# 3. Kernels at seq 196, every library (issue 11)
+libs a-196 tests/test_attention.py --attn-seq-len 196
+# 4. The sharded runner, two workers on one GPU (issue 14): proves sharding and merging, not wall time
 timed w2 "" python3 -m attn_bench.run --workers-per-gpu 2 --json "$RES/w2.json" --workdir "$RES/w2" -- \
     tests/test_attention.py tests/test_train_step.py --attn-profile smoke --attn-impl native,sdpa_cudnn,flex --attn-seq-len 3136
-# 3. Kernels at seq 196 and inference steps at both lengths, every library (issue 11)
-run a-196-torch "" tests/test_attention.py --benchmark-only --attn-seq-len 196 --attn-impl $TORCH
-run a-196-lib "fa3 xformers" tests/test_attention.py --benchmark-only --attn-seq-len 196 \
-    --attn-impl fa3,xformers,xformers_cutlass,xformers_flash,xformers_flash3
-run a-196-te "fa3 te" tests/test_attention.py --benchmark-only --attn-seq-len 196 --attn-impl te_flash,te_fused,te_unfused
-run a-196-fa4 "fa4" tests/test_attention.py --benchmark-only --attn-seq-len 196 --attn-impl fa4
-run a-196-fa2 "fa2" tests/test_attention.py --benchmark-only --attn-seq-len 196 --attn-impl fa2
-for seq in 3136 196; do
-  run i-$seq-torch "" tests/test_infer_step.py --benchmark-only --attn-seq-len $seq --attn-impl $TORCH
-  run i-$seq-lib "fa3 xformers" tests/test_infer_step.py --benchmark-only --attn-seq-len $seq \
-      --attn-impl fa3,xformers,xformers_cutlass,xformers_flash,xformers_flash3
-  run i-$seq-te "fa3 te" tests/test_infer_step.py --benchmark-only --attn-seq-len $seq --attn-impl te_flash,te_fused,te_unfused
-  run i-$seq-fa4 "fa4" tests/test_infer_step.py --benchmark-only --attn-seq-len $seq --attn-impl fa4
-  run i-$seq-fa2 "fa2" tests/test_infer_step.py --benchmark-only --attn-seq-len $seq --attn-impl fa2
-done
-# 4. The rest of the study's yardstick at seq 196 with whole-model compilation (issue 8)
+# 5. Inference steps, the other variants
+for seq in 3136 196; do libs i-$seq-var tests/test_infer_step.py --attn-seq-len $seq --attn-variant softcap,neighborhood; done
+# 6. The rest of the study's yardstick at seq 196 with whole-model compilation (issue 8)
 run y-196-model "" $TRAIN --benchmark-only --attn-impl sdpa_efficient,sdpa_math,sdpa_cudnn,flex --attn-variant plain \
     --attn-study --attn-bare-loop --attn-seq-len 196 --attn-mode compiled
 kill "$CLOCKS_PID" 2>/dev/null
