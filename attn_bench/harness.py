@@ -51,7 +51,8 @@ CALIBRATION_ROUNDS, CALIBRATION_PASSES = 5, 4
 
 class PhaseClock:
     """Wall seconds a cell spends in each phase, for `extra_info["phase_s"]`: where a matrix's time
-    goes (parity, first step with its compilation, warm-up and timed rounds, the study's loop...).
+    goes (reset of the previous cell's state, parity, build of the timed model, first step with its
+    compilation, warm-up and timed rounds, the study's loop...).
 
     `with clock("parity"): ...` adds the block's seconds to that phase; `as_dict()` gives every
     phase, `other` (the rest since the clock started) and `total`.
@@ -273,7 +274,8 @@ class Suite:
 
     def _run_cell(self, cell: Cell, benchmark) -> dict:
         clock = PhaseClock()
-        fresh_cell_state(self.device)
+        with clock("reset"):
+            fresh_cell_state(self.device)
         # One attention callable per cell: the parity checks test the callable that is timed.
         attention = cell.impl.factory(cell.variant, self.shape(cell.seq_len))
         with clock("parity"):
@@ -284,7 +286,8 @@ class Suite:
             require(report)
 
         cfg = self.config(cell.seq_len)
-        step = self.new_step(cell, attention)
+        with clock("build"):
+            step = self.new_step(cell, attention)
         # The timed model's own first step: per block it reuses the parity model's compiled block,
         # compiled whole it compiles again (24 blocks at seq 196 are a bigger graph than 2).
         with clock("first_step"):
@@ -403,7 +406,8 @@ class Suite:
 
     def _run_infer_cell(self, cell: Cell, benchmark) -> dict:
         clock = PhaseClock()
-        fresh_cell_state(self.device)
+        with clock("reset"):
+            fresh_cell_state(self.device)
         attention = cell.impl.factory(cell.variant, self.shape(cell.seq_len))
         with clock("parity"):
             model_report = self.infer_model_parity(cell, attention)
@@ -412,7 +416,8 @@ class Suite:
             require(report)
 
         cfg = self.config(cell.seq_len)
-        step = self.new_infer_step(cell, attention)
+        with clock("build"):
+            step = self.new_infer_step(cell, attention)
         with clock("first_step"):
             first_step_s, compile_cache, kernels = self._first_call_and_kernels(
                 cell, step, backward=False, own_visible=own_names_visible(cell.impl, self.device))
@@ -463,7 +468,8 @@ class Suite:
 
     def _run_attention_cell(self, cell: Cell, benchmark) -> dict:
         clock = PhaseClock()
-        fresh_cell_state(self.device)
+        with clock("reset"):
+            fresh_cell_state(self.device)
         shape, cfg = self.shape(cell.seq_len), self.config(cell.seq_len)
         attention = cell.impl.factory(cell.variant, shape)
         with clock("parity"):
@@ -487,6 +493,7 @@ class Suite:
             if cuda and not benchmark.disabled:
                 with clock("do_bench"):
                     bare = kernel_bench.bare_median_ms(call, self.device)
+                    host_ms = kernel_bench.host_ms_per_call(call, self.device, calls)
 
         flops = kernel_bench.attention_flops(cfg.batch, cfg.heads, cell.seq_len, cfg.head_dim, cell.direction)
         info = {
@@ -516,6 +523,7 @@ class Suite:
                     "do_bench_ms": bare_ms,
                     "do_bench_instrument": instrument,
                     "vs_do_bench_pct": (median_s * 1e3 / bare_ms - 1) * 100,
+                    "host_ms": host_ms,
                     "pct_of_matmul_peak": tflops / self.matmul_peak() * 100,
                 })
         info["phase_s"] = clock.as_dict()

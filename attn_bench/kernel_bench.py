@@ -142,6 +142,21 @@ def seconds_per_call(fn: Callable, device: str, calls: int = 3) -> float:
     return (time.perf_counter() - start) / calls
 
 
+def host_ms_per_call(fn: Callable, device: str, calls: int) -> float:
+    """Host ms per call of `calls` back-to-back calls of `fn`: the time until the last call
+    returns, before the synchronize that waits for the device. Where it approaches the round's
+    time per call, the round is bound by the host (Python, guards, launches), which a CUDA-event
+    timing such as do_bench's leaves out. A full launch queue also holds the host back, so it
+    can reach the round's time for a device-bound call that launches very many kernels."""
+    synchronize(device)
+    start = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    host_s = time.perf_counter() - start
+    synchronize(device)
+    return host_s / calls * 1e3
+
+
 def calls_per_round(call_s: float, target_s: float, limit: int = MAX_CALLS_PER_ROUND) -> int:
     """Calls per timed round: the smallest power of two with which a round of calls of `call_s`
     lasts at least `target_s` (at most `limit`). Powers of two keep the count of a cell the

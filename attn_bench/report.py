@@ -212,6 +212,7 @@ class Row:
     tflops_effective: float | None = None
     pct_of_matmul_peak: float | None = None
     vs_do_bench_pct: float | None = None
+    host_ms: float | None = None
 
     @property
     def vs_study_pct(self) -> float | None:
@@ -246,7 +247,9 @@ def columns(mode: str, rows: list[Row], kind: str = TRAIN) -> list[Column]:
     Eager tables have one speedup column; other modes also have the one against native in
     their own mode. Inference tables show images/s. The optional columns appear when a row
     has their value: `vs study` (the study's median), `compile s` (non-eager tables, a
-    compile cache state), effective TFLOP/s, % of the matmul peak and `vs do_bench`.
+    compile cache state), effective TFLOP/s, % of the matmul peak, `vs do_bench` and `host ms`
+    (host time a call; near the median, the call is bound by the host, see
+    kernel_bench.host_ms_per_call).
     """
     cols = [Column("implementation", lambda r: r.impl, False),
             Column("variant", lambda r: r.variant, False),
@@ -269,6 +272,8 @@ def columns(mode: str, rows: list[Row], kind: str = TRAIN) -> list[Column]:
         cols.append(Column("% of matmul peak", lambda r: _number(r.pct_of_matmul_peak, ".1f", "%")))
     if any(r.vs_do_bench_pct is not None for r in rows):
         cols.append(Column("vs do_bench", lambda r: _number(r.vs_do_bench_pct, "+.1f", "%")))
+    if any(r.host_ms is not None for r in rows):
+        cols.append(Column("host ms", lambda r: _number(r.host_ms, ".3f")))
     cols.append(Column("kernel", lambda r: r.kernel, False))
     return cols
 
@@ -331,7 +336,7 @@ def tables(merged: Merged, kind: str = TRAIN) -> dict[tuple, list[Row]]:
             info.get("peak_gib"), info.get("tflops"), kernel_label(info),
             info.get("study_median_ms"), info.get("compile_s"), info.get("compile_cache"),
             info.get("images_per_s"), info.get("tflops_effective"), info.get("pct_of_matmul_peak"),
-            info.get("vs_do_bench_pct")))
+            info.get("vs_do_bench_pct"), info.get("host_ms")))
     return {key: sorted(groups[key], key=lambda r: r.median_ms)
             for key in sorted(groups, key=lambda k: (k[0], _mode_rank(k[1]), *k[2:]))}
 

@@ -548,7 +548,8 @@ def _run_varlen_cell(suite, impl: VarlenImpl, mode: str, benchmark, lengths: str
     device, cfg, compiled = suite.device, get_varlen_config(suite.profile), mode == "compiled"
     name = f"{impl.id}-{mode}"
     clock = PhaseClock()
-    fresh_cell_state(device)
+    with clock("reset"):
+        fresh_cell_state(device)
     attention = impl.factory(AttnShape(cfg.heads, cfg.head_dim, cfg.token_budget, device))
     with clock("parity"):
         report = check_varlen_attention(f"varlen attention {name}", attention, impl.packing,

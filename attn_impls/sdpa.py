@@ -149,7 +149,8 @@ def _nested_varlen_factory(backend: SDPBackend):
             # Autocast off: the inputs already carry its dtype. Under CUDA autocast the jagged math
             # path (torch/nested/_internal/sdpa.py: _scaled_dot_product_attention_math on strided
             # nested tensors) gets its softmax cast to fp32, and its backward failed ("expected input
-            # and grad types to match", H200, torch 2.11, results/h200/2026-12-01/session5/).
+            # and grad types to match", H200, torch 2.11, results/h200/2026-12-01/session5/); with
+            # autocast off it passed there, eager and compiled (session6/).
             with torch.autocast(q_bshd.device.type, enabled=False), sdpa_kernel([backend]):
                 out = F.scaled_dot_product_attention(jagged_bhjd(q_bshd), jagged_bhjd(k_bshd), jagged_bhjd(v_bshd))
             return out.transpose(1, 2).values().view(rows, row_len, heads, head_dim)
@@ -195,8 +196,7 @@ VARLEN_SDPA_NESTED_EFFICIENT = _varlen_entry(
     "SDPA efficient backend on nested jagged tensors, one per segment", compile_limit=NESTED_COMPILE_LIMIT)
 VARLEN_SDPA_NESTED_MATH = _varlen_entry(
     "sdpa_nested_math", "packed", _nested_varlen_factory(SDPBackend.MATH),
-    "", "", lambda device: "", "SDPA math backend on nested jagged tensors (it loops over the sequences)",
-    proven=False)  # failed on the H200 before the autocast fix above; not rerun since
+    "", "", lambda device: "", "SDPA math backend on nested jagged tensors (it loops over the sequences)")
 VARLEN_PADDED_EFFICIENT = _varlen_entry(
     "padded_efficient", "padded", _masked_varlen_factory(SDPBackend.EFFICIENT_ATTENTION, key_padding_mask),
     SDPA_EFFICIENT.kernel_fwd, SDPA_EFFICIENT.kernel_bwd, needs_cuda,

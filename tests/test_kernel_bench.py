@@ -122,6 +122,18 @@ def test_synced_rounds_synchronize_once_per_round(monkeypatch):
     assert syncs == [3, 6]
 
 
+def test_host_ms_per_call_is_the_time_until_the_last_call_returns():
+    calls = []
+
+    def call():
+        time.sleep(0.002)
+        calls.append(1)
+
+    host_ms = kernel_bench.host_ms_per_call(call, "cpu", calls=5)
+    assert len(calls) == 5
+    assert 2.0 <= host_ms < 20.0
+
+
 def test_calls_per_round():
     assert kernel_bench.calls_per_round(0.001, 0.020) == 32  # 20 calls reach the target: next power of two
     assert kernel_bench.calls_per_round(0.00125, 0.020) == 16

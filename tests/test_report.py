@@ -365,7 +365,7 @@ def test_a_section_per_kind_with_speedups_within_the_kind_and_direction():
         _cell("flex", "plain", 196, "eager", 40.0, INFER_ID, images_per_s=3200.0),
         _cell("native", "neighborhood", 3136, "eager", 10.0, ATTENTION_ID, "fwd", tflops=1.0, tflops_effective=0.19),
         _cell("flex", "neighborhood", 3136, "eager", 2.0, ATTENTION_ID, "fwd", tflops=5.0, tflops_effective=0.97,
-              pct_of_matmul_peak=0.7, vs_do_bench_pct=2.5),
+              pct_of_matmul_peak=0.7, vs_do_bench_pct=2.5, host_ms=1.234),
         _cell("native", "neighborhood", 3136, "eager", 40.0, ATTENTION_ID, "fwd_bwd"),
         _cell("flex", "neighborhood", 3136, "eager", 10.0, ATTENTION_ID, "fwd_bwd"),
         matmul_peak=712.4)])
@@ -382,6 +382,7 @@ def test_a_section_per_kind_with_speedups_within_the_kind_and_direction():
     flex = _md_row(md, "| flex | neighborhood | this run | 2.00 |")
     assert (flex["effective TFLOP/s"], flex["% of matmul peak"], flex["vs do_bench"]) == ("0.97", "0.7%", "+2.5%")
     assert _md_row(md, "| native | neighborhood | this run | 10.00 |")["vs do_bench"] == "n/a"
+    assert flex["host ms"] == "1.234"
     assert "effective TFLOP/s" not in _md_row(md, "| flex | neighborhood | this run | 10.00 |")  # fwd_bwd table
     assert _md_row(md, "| flex | plain | this run | 40.00 |")["images/s"] == "3200.0"
     assert "images/s" not in _md_row(md, "| native | plain | this run | 200.00 |")
