@@ -94,6 +94,8 @@ class RunSource:
 @dataclass
 class Merged:
     """The cells of one or more runs, later files winning: ran (benchmark dicts), skipped, failed.
+    A skip never hides a cell that ran in an earlier file: a run made in another environment skips
+    the libraries it lacks, and that says nothing about the earlier measurement.
 
     `source` maps each cell's test id to the label of the run it was taken from; `runs` are
     the runs' legend entries in the order given.
@@ -180,6 +182,8 @@ def merge(runs: list[dict], names: list[str] | None = None, labels: list[str] | 
             for test, value in cells.items():
                 if cell_kind(test) is None:
                     continue  # not a cell (e.g. a parity test's skip)
+                if state == "skipped" and test in merged.ran:
+                    continue
                 for other in (merged.ran, merged.skipped, merged.failed):
                     other.pop(test, None)
                 getattr(merged, state)[test] = value
@@ -750,7 +754,7 @@ CHART_XLABEL = "speedup vs native/<same variant> eager"
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status (2 on bad input)."""
     p = argparse.ArgumentParser(prog="python -m attn_bench.report", description=__doc__.split("\n\n")[0])
-    p.add_argument("runs", nargs="+", metavar="RUN", help="pytest-benchmark JSON files (later files win)")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="pytest-benchmark JSON files (later files win, but a skip never hides a cell that ran)")
     p.add_argument("--markdown", metavar="FILE", help="also write the tables as markdown")
     p.add_argument("--chart", metavar="FILE", help="also write a PNG chart of the speedups")
     args = p.parse_args(argv)

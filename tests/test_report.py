@@ -113,9 +113,9 @@ def test_later_file_wins_and_missing_reference_is_na(smoke):
     later = json.loads(smoke.path.read_text())
     native = _bench(later, "native", "plain")
     later["benchmarks"].remove(native)
-    later["attn_suite"]["skipped"].append({"test": native["fullname"], "reason": "gone in the later run"})
+    later["attn_suite"]["failed"].append({"test": native["fullname"], "error": "gone in the later run"})
     merged = report.merge([smoke.run, later])
-    assert merged.skipped[native["fullname"]] == "gone in the later run"
+    assert merged.failed[native["fullname"]] == "gone in the later run"
     assert native["fullname"] not in merged.ran
     rows = report.tables(merged)[(196, "eager")]
     assert [r.speedup_eager for r in rows if r.variant == "plain"] == [None]  # sdpa_math: no native/plain
@@ -263,6 +263,14 @@ def test_rows_name_their_run_and_the_legend_gives_date_and_commit():
     rows = report.tables(merged)[(196, "eager")]
     assert [(r.impl, r.run) for r in rows] == [("fa4", "r2"), ("flex", "r2"), ("native", "r1")]
     assert not merged.skipped  # fa4 ran in the later run
+    # A later run in an environment without fa4 skips it: the measurement of r2 stays.
+    third = _made_run(_cell("flex", "plain", 196, "eager", 145.0),
+                      skipped=[{"test": TEST_ID.format("fa4", "plain", 196, "eager"), "reason": "no fa4"}],
+                      failed=[{"test": TEST_ID.format("native", "plain", 196, "eager"), "error": "boom"}])
+    merged3 = report.merge([first, second, third])
+    assert merged3.source[TEST_ID.format("fa4", "plain", 196, "eager")] == "r2" and not merged3.skipped
+    assert [(r.impl, r.run) for r in report.tables(merged3)[(196, "eager")]] == [("fa4", "r2"), ("flex", "r3")]
+    assert set(merged3.failed) == {TEST_ID.format("native", "plain", 196, "eager")}  # a failure does replace
     text = report.text_report(merged)
     assert re.search(r"^flex +plain +r2 +140\.00 ", text, re.M)
     assert ("  r1: runs/a.json, 2026-11-30T06:24:49+00:00, commit 824a0b5cf9, NVIDIA H200, profile full"
