@@ -754,7 +754,8 @@ CHART_XLABEL = "speedup vs native/<same variant> eager"
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status (2 on bad input)."""
     p = argparse.ArgumentParser(prog="python -m attn_bench.report", description=__doc__.split("\n\n")[0])
-    p.add_argument("runs", nargs="+", metavar="RUN", help="pytest-benchmark JSON files (later files win, but a skip never hides a cell that ran)")
+    p.add_argument("runs", nargs="+", metavar="RUN",
+                   help="pytest-benchmark JSON files (later files win, but a skip never hides a cell that ran)")
     p.add_argument("--markdown", metavar="FILE", help="also write the tables as markdown")
     p.add_argument("--chart", metavar="FILE", help="also write a PNG chart of the speedups")
     args = p.parse_args(argv)
