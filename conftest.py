@@ -120,10 +120,11 @@ INDUCTOR_CPU_NAN = ("torch.compile on CPU (torch 2.14) sometimes computes NaN fo
 #   CPU backward: its compiled forward by test_parity).
 CPU_COMPILED_3136 = ("CPU run: compiled 3136 cells are skipped unless --attn-mode is given (their compiled 196 "
                      "and eager 3136 cells run the same code; " + INDUCTOR_CPU_NAN + ")")
-CPU_COMPILED_NATIVE_ONLY = ("test_attention", "test_infer_step")
-CPU_COMPILED_OTHER_IMPL = ("CPU run: compiled cells of test_attention and test_infer_step run for native/plain only "
-                           "unless --attn-mode is given (the same timed path; each implementation's and variant's "
-                           "compiled path is covered by test_train_step and test_parity)")
+CPU_COMPILED_NATIVE_PLAIN_ONLY = ("test_attention", "test_infer_step")
+CPU_COMPILED_NOT_NATIVE_PLAIN = (
+    "CPU run: compiled cells of test_attention and test_infer_step run for native/plain only unless --attn-mode "
+    "is given (the same timed path; each implementation's and variant's compiled path is covered by "
+    "test_train_step and test_parity)")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -137,9 +138,9 @@ def pytest_collection_modifyitems(config, items):
             continue
         if narrow and params.get("seq_len") == 3136:
             item.add_marker(pytest.mark.skip(reason=CPU_COMPILED_3136))
-        elif (narrow and item.originalname in CPU_COMPILED_NATIVE_ONLY
+        elif (narrow and item.originalname in CPU_COMPILED_NATIVE_PLAIN_ONLY
               and (params["impl"], params["variant"]) != ("native", "plain")):
-            item.add_marker(pytest.mark.skip(reason=CPU_COMPILED_OTHER_IMPL))
+            item.add_marker(pytest.mark.skip(reason=CPU_COMPILED_NOT_NATIVE_PLAIN))
         elif known_nan and params.get("seq_len") == 3136:
             item.add_marker(pytest.mark.xfail(reason=INDUCTOR_CPU_NAN, strict=False))
 

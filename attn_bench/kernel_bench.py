@@ -132,14 +132,21 @@ class SyncedRounds:
         return result
 
 
-def seconds_per_call(fn: Callable, device: str, calls: int = 3) -> float:
-    """Wall seconds per call of `calls` back-to-back calls of `fn` ended by one synchronize."""
+def _seconds_per_call(fn: Callable, device: str, calls: int) -> tuple[float, float]:
+    """(host, wall) seconds per call of `calls` back-to-back calls of `fn` ended by one synchronize:
+    host until the last call returns, wall until the device has finished."""
     synchronize(device)
     start = time.perf_counter()
     for _ in range(calls):
         fn()
+    host_s = time.perf_counter() - start
     synchronize(device)
-    return (time.perf_counter() - start) / calls
+    return host_s / calls, (time.perf_counter() - start) / calls
+
+
+def seconds_per_call(fn: Callable, device: str, calls: int = 3) -> float:
+    """Wall seconds per call of `calls` back-to-back calls of `fn` ended by one synchronize."""
+    return _seconds_per_call(fn, device, calls)[1]
 
 
 def host_ms_per_call(fn: Callable, device: str, calls: int) -> float:
@@ -148,13 +155,7 @@ def host_ms_per_call(fn: Callable, device: str, calls: int) -> float:
     time per call, the round is bound by the host (Python, guards, launches), which a CUDA-event
     timing such as do_bench's leaves out. A full launch queue also holds the host back, so it
     can reach the round's time for a device-bound call that launches very many kernels."""
-    synchronize(device)
-    start = time.perf_counter()
-    for _ in range(calls):
-        fn()
-    host_s = time.perf_counter() - start
-    synchronize(device)
-    return host_s / calls * 1e3
+    return _seconds_per_call(fn, device, calls)[0] * 1e3
 
 
 def calls_per_round(call_s: float, target_s: float, limit: int = MAX_CALLS_PER_ROUND) -> int:

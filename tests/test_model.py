@@ -3,10 +3,7 @@ import torch
 
 from attn_bench import model as model_module
 from attn_bench.model import CONFIGS, build_model
-
-
-def native(q, k, v):
-    return torch.softmax(q @ k.transpose(-2, -1) * q.shape[-1] ** -0.5, dim=-1) @ v
+from attn_bench.parity import math_attention as native
 
 
 def test_later_models_copy_the_first_init_and_leave_the_rng_alike():
