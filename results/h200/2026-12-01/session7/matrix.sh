@@ -1,10 +1,10 @@
 #!/bin/bash
 # Prepared in the sixth session for the next H200 session (not run yet): what the sixth session's
-# deadline cut, in priority order. The sharded runner with two workers on one GPU first, because it is
-# short (issue 14; correctness, not wall time); kernels at seq 196 for every library and the compiled
-# xFormers kernel cell that lay 13.7 % above do_bench, then inference steps of the softcap and
-# neighborhood variants at both lengths (issue 11); the rest of the seq-196 yardstick compiled whole
-# (issue 8).
+# deadline cut, in priority order (reordered in the seventh session, issue 8 first): the rest of the
+# seq-196 yardstick compiled whole (issue 8); kernels at seq 196 for every library and the compiled
+# xFormers kernel cell that lay 13.7 % above do_bench (issue 11); the sharded runner with two workers
+# on one GPU (issue 14; correctness, not wall time); inference steps of the softcap and neighborhood
+# variants at both lengths (issue 11).
 # Every pytest step records each finished cell as it goes (`-p attn_bench.run`, ATTN_RUN_PROGRESS),
 # and stops with SIGINT before DEADLINE (epoch seconds; default 25 minutes from now), so the
 # cells that finished are kept even when the device budget ends. Rebuild a cut step's JSON with
@@ -60,18 +60,21 @@ libs() {  # libs PREFIX TEST EXTRA_ARGS...: one pytest run per library set
   run $prefix-fa4 "fa4" $test --benchmark-only --attn-impl fa4 "$@"
   run $prefix-fa2 "fa2" $test --benchmark-only --attn-impl fa2 "$@"
 }
-# 0. The sharded runner, two workers on one GPU (issue 14): proves sharding and merging, not wall time
-timed w2 "" python3 -m attn_bench.run --workers-per-gpu 2 --json "$RES/w2.json" --workdir "$RES/w2" -- \
-    tests/test_attention.py tests/test_train_step.py --attn-profile smoke --attn-impl native,sdpa_cudnn,flex --attn-seq-len 3136
-# 1. Kernels at seq 196, every library (issue 11)
+# 1. The rest of the study's yardstick at seq 196 with whole-model compilation (issue 8), and a rerun
+# of the one seq-3136 cell outside 2 % in session 4 (sdpa_cudnn compiled, +2.37 %)
+run y-196-model "" $TRAIN --benchmark-only --attn-impl sdpa_efficient,sdpa_math,sdpa_cudnn,flex --attn-variant plain \
+    --attn-study --attn-bare-loop --attn-seq-len 196 --attn-mode compiled
+run y-3136-cudnn "" $TRAIN --benchmark-only --attn-impl sdpa_cudnn --attn-variant plain \
+    --attn-study --attn-bare-loop --attn-seq-len 3136 --attn-mode compiled
+# 2. Kernels at seq 196, every library (issue 11)
 libs a-196 tests/test_attention.py --attn-seq-len 196
 # The one compiled kernel cell that lay 13.7 % above do_bench in session 5, now with host_ms (issue 11)
 run a-3136-xf "fa3 xformers" tests/test_attention.py --benchmark-only --attn-seq-len 3136 --attn-impl xformers \
     --attn-variant plain --attn-mode compiled
-# 2. Inference steps of the other variants, both lengths (issue 11)
+# 3. The sharded runner, two workers on one GPU (issue 14): proves sharding and merging, not wall time
+timed w2 "" python3 -m attn_bench.run --workers-per-gpu 2 --json "$RES/w2.json" --workdir "$RES/w2" -- \
+    tests/test_attention.py tests/test_train_step.py --attn-profile smoke --attn-impl native,sdpa_cudnn,flex --attn-seq-len 3136
+# 4. Inference steps of the other variants, both lengths (issue 11)
 for seq in 3136 196; do libs i-$seq-var tests/test_infer_step.py --attn-seq-len $seq --attn-variant softcap,neighborhood; done
-# 3. The rest of the study's yardstick at seq 196 with whole-model compilation (issue 8)
-run y-196-model "" $TRAIN --benchmark-only --attn-impl sdpa_efficient,sdpa_math,sdpa_cudnn,flex --attn-variant plain \
-    --attn-study --attn-bare-loop --attn-seq-len 196 --attn-mode compiled
 kill "$CLOCKS_PID" 2>/dev/null
 touch "$RES/matrix.done"
