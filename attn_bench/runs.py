@@ -135,7 +135,7 @@ def report_outcome(report) -> tuple[str, dict] | None:
     if report.failed:
         crash = getattr(report.longrepr, "reprcrash", None)
         return "failed", {"test": report.nodeid, "when": report.when,
-                          "error": _first_line(crash.message) if crash else "",
+                          "error": _summary_line(crash.message.splitlines()) if crash else "",
                           "message": str(report.longrepr)[-2000:]}
     return None
 
@@ -155,17 +155,26 @@ def outcomes(run: dict) -> tuple[dict, dict, dict]:
 
 def failure_summary(record: dict) -> str:
     """One line saying why a cell failed: the exception pytest reported (`error`), else, for runs
-    recorded before that field, the first `E ` line of the traceback, else the message's first line."""
-    if record.get("error"):
-        return record["error"]
+    recorded before that field, the `E ` lines of the traceback, else the message's first line.
+    A line that ends with a colon (Dynamo's "backend='inductor' raised:") is joined with the
+    next, which names the exception underneath."""
+    error = record.get("error") or ""
+    if error and not error.endswith(":"):
+        return error
     message = record.get("message") or ""
     error_lines = [line[1:].strip() for line in message.splitlines() if line.startswith("E ")]
-    return error_lines[0] if error_lines else _first_line(message)
+    return _summary_line(error_lines) or error or _summary_line(message.splitlines())
 
 
-def _first_line(text: str | None) -> str:
-    lines = (text or "").strip().splitlines()
-    return lines[0] if lines else ""
+def _summary_line(lines: list[str]) -> str:
+    """The first non-empty line, joined with the next ones while it ends with a colon."""
+    lines = [line.strip() for line in lines if line.strip()]
+    out = []
+    for line in lines:
+        out.append(line)
+        if not line.endswith(":"):
+            break
+    return " ".join(out)
 
 
 def latest_runs(folder: str | Path, count: int) -> list[Path]:

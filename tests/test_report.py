@@ -390,7 +390,8 @@ def test_a_section_per_kind_with_speedups_within_the_kind_and_direction():
     flex = _md_row(md, "| flex | neighborhood | this run | 2.00 |")
     assert (flex["effective TFLOP/s"], flex["% of matmul peak"], flex["vs do_bench"]) == ("0.97", "0.7%", "+2.5%")
     assert _md_row(md, "| native | neighborhood | this run | 10.00 |")["vs do_bench"] == "n/a"
-    assert flex["host ms"] == "1.234"
+    assert flex["host ms"] == "1.234"  # 62 % of the 2.00 ms median: not host-bound
+    assert "Host-bound kernel cells" not in md
     assert "effective TFLOP/s" not in _md_row(md, "| flex | neighborhood | this run | 10.00 |")  # fwd_bwd table
     assert _md_row(md, "| flex | plain | this run | 40.00 |")["images/s"] == "3200.0"
     assert "images/s" not in _md_row(md, "| native | plain | this run | 200.00 |")
@@ -516,6 +517,34 @@ def test_failed_cells_show_the_exception_not_the_traceback():
     assert runs.failure_summary({"message": traceback}) == "AssertionError: expected len(meta.attrs) == 4, got 3"
     assert runs.failure_summary({"message": "worker 1 died\nlast log lines"}) == "worker 1 died"
     assert runs.failure_summary({"error": "ValueError: x", "message": traceback}) == "ValueError: x"
+
+
+def test_kernel_cells_whose_host_time_nears_the_median_are_marked_host_bound():
+    merged = report.merge([_made_run(
+        _cell("native", "plain", 196, "eager", 1.0, ATTENTION_ID, "fwd", host_ms=0.79),
+        _cell("fa3", "plain", 196, "eager", 1.0, ATTENTION_ID, "fwd", host_ms=0.80),
+        _cell("flex", "plain", 196, "eager", 1.0, ATTENTION_ID, "fwd"))])
+    md = report.markdown_report(merged)
+    assert _md_row(md, "| fa3 | plain | this run | 1.00 |")["host ms"] == "0.800 host-bound"
+    assert _md_row(md, "| native | plain | this run | 1.00 |")["host ms"] == "0.790"
+    assert _md_row(md, "| flex | plain | this run | 1.00 |")["host ms"] == "n/a"
+    assert "Host-bound kernel cells: 1 of 2 with a host time (host ms at least 80% of the median)." in md
+    assert "Host-bound kernel cells: 1 of 2" in report.text_report(merged)
+
+
+def test_a_failure_line_ending_in_a_colon_is_joined_with_the_exception_underneath():
+    """Dynamo wraps a backend's exception as "BackendCompilerFailed: backend='inductor' raised:" with the
+    real one on the next line (session 7's sdpa_math-neighborhood-3136-compiled inference cell)."""
+    crash = ("torch._dynamo.exc.BackendCompilerFailed: backend='inductor' raised:\n"
+             "RuntimeError: trying to set the current FakeTensorMode, but one already exists\n\nSet TORCHDYNAMO_VERBOSE=1")
+    expected = ("torch._dynamo.exc.BackendCompilerFailed: backend='inductor' raised: "
+                "RuntimeError: trying to set the current FakeTensorMode, but one already exists")
+    report_ = SimpleNamespace(nodeid=INFER_ID.format("sdpa_math", "neighborhood", 3136, "compiled"), skipped=False,
+                              failed=True, when="call", longrepr=SimpleNamespace(reprcrash=SimpleNamespace(message=crash)))
+    assert runs.report_outcome(report_)[1]["error"] == expected
+    # a run recorded before the join: its one-line `error` gives way to the traceback's E lines
+    message = "".join(f"E           {line}\n" for line in crash.splitlines())
+    assert runs.failure_summary({"error": crash.splitlines()[0], "message": message}) == expected
 
 
 def test_report_sums_where_the_time_went_over_the_cells():
