@@ -494,6 +494,7 @@ class Suite:
                 with clock("do_bench"):
                     bare = kernel_bench.bare_median_ms(call, self.device)
                     host_ms = kernel_bench.host_ms_per_call(call, self.device, calls)
+                    device_ms = kernel_bench.device_ms_per_call(call, self.device, calls)
 
         flops = kernel_bench.attention_flops(cfg.batch, cfg.heads, cell.seq_len, cfg.head_dim, cell.direction)
         info = {
@@ -524,6 +525,8 @@ class Suite:
                     "do_bench_instrument": instrument,
                     "vs_do_bench_pct": (median_s * 1e3 / bare_ms - 1) * 100,
                     "host_ms": host_ms,
+                    "device_ms": device_ms,
+                    "tflops_device": flops / device_ms / 1e9 if device_ms else None,
                     "pct_of_matmul_peak": tflops / self.matmul_peak() * 100,
                 })
         info["phase_s"] = clock.as_dict()

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch.autograd import DeviceType
+from torch.profiler import ProfilerActivity, profile
 
 from attn_impls import AttnFn, AttnShape, neighborhood_mask
 
@@ -156,6 +158,34 @@ def host_ms_per_call(fn: Callable, device: str, calls: int) -> float:
     timing such as do_bench's leaves out. A full launch queue also holds the host back, so it
     can reach the round's time for a device-bound call that launches very many kernels."""
     return _seconds_per_call(fn, device, calls)[0] * 1e3
+
+
+def device_ms_per_call(fn: Callable, device: str, calls: int) -> float:
+    """Device-busy ms per call of one round of `calls` back-to-back calls of `fn` on a CUDA device,
+    from the profiler: the union of the time ranges of every kernel, copy and memset that the round
+    ran, overlaps counted once. The gaps in which the device waited for the host are left out, so
+    for a call bound by the host (see `host_ms_per_call`) this is still the kernels' own time."""
+    synchronize(device)
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for _ in range(calls):
+            fn()
+        synchronize(device)
+    return busy_ms(device_intervals_us(prof.events())) / calls
+
+
+def device_intervals_us(events) -> list[tuple[float, float]]:
+    """(start, end) µs of the profiler events that ran on a CUDA device."""
+    return [(e.time_range.start, e.time_range.end) for e in events if e.device_type == DeviceType.CUDA]
+
+
+def busy_ms(intervals_us) -> float:
+    """Milliseconds covered by the union of (start, end) µs intervals."""
+    total, end = 0.0, float("-inf")
+    for start, stop in sorted(intervals_us):
+        if stop > end:
+            total += stop - max(start, end)
+            end = stop
+    return total / 1e3
 
 
 def calls_per_round(call_s: float, target_s: float, limit: int = MAX_CALLS_PER_ROUND) -> int:

@@ -220,6 +220,8 @@ class Row:
     pct_of_matmul_peak: float | None = None
     vs_do_bench_pct: float | None = None
     host_ms: float | None = None
+    device_ms: float | None = None
+    tflops_device: float | None = None
 
     @property
     def host_bound(self) -> bool:
@@ -261,7 +263,8 @@ def columns(mode: str, rows: list[Row], kind: str = TRAIN) -> list[Column]:
     their own mode. Inference tables show images/s. The optional columns appear when a row
     has their value: `vs study` (the study's median), `compile s` (non-eager tables, a
     compile cache state), effective TFLOP/s, % of the matmul peak, `vs do_bench` and `host ms`
-    (host time a call, marked `host-bound` per Row.host_bound; see kernel_bench.host_ms_per_call).
+    (host time a call, marked `host-bound` per Row.host_bound; see kernel_bench.host_ms_per_call),
+    `device ms` and `device TFLOP/s` (the kernels' busy time a call, kernel_bench.device_ms_per_call).
     """
     cols = [Column("implementation", lambda r: r.impl, False),
             Column("variant", lambda r: r.variant, False),
@@ -286,6 +289,9 @@ def columns(mode: str, rows: list[Row], kind: str = TRAIN) -> list[Column]:
         cols.append(Column("vs do_bench", lambda r: _number(r.vs_do_bench_pct, "+.1f", "%")))
     if any(r.host_ms is not None for r in rows):
         cols.append(Column("host ms", lambda r: _number(r.host_ms, ".3f") + (" host-bound" if r.host_bound else "")))
+    if any(r.device_ms is not None for r in rows):
+        cols += [Column("device ms", lambda r: _number(r.device_ms, ".3f")),
+                 Column("device TFLOP/s", lambda r: _number(r.tflops_device, ".3g"))]
     cols.append(Column("kernel", lambda r: r.kernel, False))
     return cols
 
@@ -348,7 +354,7 @@ def tables(merged: Merged, kind: str = TRAIN) -> dict[tuple, list[Row]]:
             info.get("peak_gib"), info.get("tflops"), kernel_label(info),
             info.get("study_median_ms"), info.get("compile_s"), info.get("compile_cache"),
             info.get("images_per_s"), info.get("tflops_effective"), info.get("pct_of_matmul_peak"),
-            info.get("vs_do_bench_pct"), info.get("host_ms")))
+            info.get("vs_do_bench_pct"), info.get("host_ms"), info.get("device_ms"), info.get("tflops_device")))
     return {key: sorted(groups[key], key=lambda r: r.median_ms)
             for key in sorted(groups, key=lambda k: (k[0], _mode_rank(k[1]), *k[2:]))}
 

@@ -134,6 +134,32 @@ def test_host_ms_per_call_is_the_time_until_the_last_call_returns():
     assert 2.0 <= host_ms < 20.0
 
 
+def test_busy_ms_counts_overlapping_device_time_once():
+    assert kernel_bench.busy_ms([]) == 0.0
+    assert kernel_bench.busy_ms([(0, 1000), (3000, 3500)]) == 1.5  # disjoint: the gap is not busy
+    assert kernel_bench.busy_ms([(0, 1000), (500, 2000), (100, 200)]) == 2.0  # overlapping and nested
+    assert kernel_bench.busy_ms([(3000, 3500), (0, 1000), (1000, 1500)]) == 2.0  # unsorted, touching
+
+
+def test_device_intervals_are_the_cuda_events_of_a_torch_profile():
+    """Built from torch's own FunctionEvent, so the attribute names are the ones a real profile has."""
+    from torch.autograd import DeviceType
+    from torch.autograd.profiler_util import FunctionEvent
+    events = [FunctionEvent(id=1, name="aten::mm", thread=0, start_us=0, end_us=50, device_type=DeviceType.CPU),
+              FunctionEvent(id=2, name="flash_fwd_kernel", thread=0, start_us=10, end_us=40,
+                            device_type=DeviceType.CUDA),
+              FunctionEvent(id=3, name="Memset", thread=0, start_us=45, end_us=47, device_type=DeviceType.CUDA)]
+    assert kernel_bench.device_intervals_us(events) == [(10, 40), (45, 47)]
+    assert kernel_bench.busy_ms(kernel_bench.device_intervals_us(events)) == 0.032
+
+
+def test_device_ms_per_call_profiles_one_round_of_calls():
+    calls = []
+    # On CPU nothing runs on a device: the round still makes every call and busy time is zero.
+    assert kernel_bench.device_ms_per_call(lambda: calls.append(1), "cpu", calls=4) == 0.0
+    assert len(calls) == 4
+
+
 def test_calls_per_round():
     assert kernel_bench.calls_per_round(0.001, 0.020) == 32  # 20 calls reach the target: next power of two
     assert kernel_bench.calls_per_round(0.00125, 0.020) == 16

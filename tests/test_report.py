@@ -522,12 +522,15 @@ def test_failed_cells_show_the_exception_not_the_traceback():
 def test_kernel_cells_whose_host_time_nears_the_median_are_marked_host_bound():
     merged = report.merge([_made_run(
         _cell("native", "plain", 196, "eager", 1.0, ATTENTION_ID, "fwd", host_ms=0.79),
-        _cell("fa3", "plain", 196, "eager", 1.0, ATTENTION_ID, "fwd", host_ms=0.80),
+        _cell("fa3", "plain", 196, "eager", 1.0, ATTENTION_ID, "fwd", host_ms=0.80, device_ms=0.25,
+              tflops_device=412.0),
         _cell("flex", "plain", 196, "eager", 1.0, ATTENTION_ID, "fwd"))])
     md = report.markdown_report(merged)
     assert _md_row(md, "| fa3 | plain | this run | 1.00 |")["host ms"] == "0.800 host-bound"
     assert _md_row(md, "| native | plain | this run | 1.00 |")["host ms"] == "0.790"
     assert _md_row(md, "| flex | plain | this run | 1.00 |")["host ms"] == "n/a"
+    fa3 = _md_row(md, "| fa3 | plain | this run | 1.00 |")
+    assert (fa3["device ms"], fa3["device TFLOP/s"]) == ("0.250", "412")
     assert "Host-bound kernel cells: 1 of 2 with a host time (host ms at least 80% of the median)." in md
     assert "Host-bound kernel cells: 1 of 2" in report.text_report(merged)
 
@@ -536,11 +539,13 @@ def test_a_failure_line_ending_in_a_colon_is_joined_with_the_exception_underneat
     """Dynamo wraps a backend's exception as "BackendCompilerFailed: backend='inductor' raised:" with the
     real one on the next line (session 7's sdpa_math-neighborhood-3136-compiled inference cell)."""
     crash = ("torch._dynamo.exc.BackendCompilerFailed: backend='inductor' raised:\n"
-             "RuntimeError: trying to set the current FakeTensorMode, but one already exists\n\nSet TORCHDYNAMO_VERBOSE=1")
+             "RuntimeError: trying to set the current FakeTensorMode, but one already exists\n\n"
+             "Set TORCHDYNAMO_VERBOSE=1")
     expected = ("torch._dynamo.exc.BackendCompilerFailed: backend='inductor' raised: "
                 "RuntimeError: trying to set the current FakeTensorMode, but one already exists")
+    longrepr = SimpleNamespace(reprcrash=SimpleNamespace(message=crash))
     report_ = SimpleNamespace(nodeid=INFER_ID.format("sdpa_math", "neighborhood", 3136, "compiled"), skipped=False,
-                              failed=True, when="call", longrepr=SimpleNamespace(reprcrash=SimpleNamespace(message=crash)))
+                              failed=True, when="call", longrepr=longrepr)
     assert runs.report_outcome(report_)[1]["error"] == expected
     # a run recorded before the join: its one-line `error` gives way to the traceback's E lines
     message = "".join(f"E           {line}\n" for line in crash.splitlines())
