@@ -21,8 +21,10 @@
    | library unavailable or variant unsupported (will skip) | 0.5 |
    | not a train-step cell | 10 |
 
-3. **Balance** by longest processing time first: cells in decreasing cost, each to the
-   least-loaded worker. A worker runs its cells in collection order.
+3. **Balance** by longest processing time first: groups of cells in decreasing cost, each to the
+   least-loaded worker. A group is the cells that share a worker's memoized parity checks (same
+   impl, variant, seq_len and mode: the training, inference and both attention-kernel cells), so
+   no check runs in two workers. A worker runs its cells in collection order.
 4. **Run** one `pytest --benchmark-only` worker per GPU (`CUDA_VISIBLE_DEVICES` pinned), or
    K per GPU with `--workers-per-gpu K`. K > 1 proves sharding and merging on one GPU; the
    workers then share the GPU, so that proves correctness, not wall time. Each worker writes
@@ -258,21 +260,34 @@ def estimate_costs(tests: list[str], availability: dict | None = None,
     return costs, len(measured)
 
 
-def balance(costs: dict[str, float], workers: int) -> list[list[str]]:
-    """Longest processing time first: `workers` lists of tests (some possibly empty).
+def parity_group(test: str) -> tuple:
+    """The key of the cells that share one worker's memoized parity checks: the same impl, variant,
+    seq_len and mode (harness.Suite.attention_parity and model_parity_once). Any other test is a
+    group of its own."""
+    p = cell_params(test)
+    return (p["impl"], p["variant"], p["seq_len"], p["mode"]) if p else (test,)
 
-    Tests in decreasing cost (ties: collection order), each to the least-loaded worker
-    (ties: the lowest index); each list keeps the order of `costs` (collection order).
+
+def balance(costs: dict[str, float], workers: int, group=parity_group) -> list[list[str]]:
+    """Longest processing time first over groups of tests: `workers` lists of tests (some possibly empty).
+
+    The tests of one `group` (by default the cells that share parity checks) go to one worker, so
+    that no two workers compute the same check. Groups in decreasing total cost (ties: collection
+    order of their first test), each to the least-loaded worker (ties: the lowest index); each list
+    keeps the order of `costs` (collection order).
     """
     if workers < 1:
         raise ValueError(f"need at least one worker, got {workers}")
     order = {test: i for i, test in enumerate(costs)}
+    groups: dict[tuple, list[str]] = {}
+    for test in costs:
+        groups.setdefault(group(test), []).append(test)
     loads = [0.0] * workers
     shards: list[list[str]] = [[] for _ in range(workers)]
-    for test in sorted(costs, key=lambda t: (-costs[t], order[t])):
+    for tests in sorted(groups.values(), key=lambda g: (-sum(costs[t] for t in g), order[g[0]])):
         i = min(range(workers), key=lambda w: (loads[w], w))
-        shards[i].append(test)
-        loads[i] += costs[test]
+        shards[i] += tests
+        loads[i] += sum(costs[t] for t in tests)
     return [sorted(shard, key=order.__getitem__) for shard in shards]
 
 

@@ -36,6 +36,23 @@ def test_balance_longest_first_keeps_collection_order():
         run.balance(costs, 0)
 
 
+def test_balance_keeps_the_cells_that_share_parity_checks_on_one_worker():
+    """A worker memoizes parity per (impl, variant, seq_len, mode); split over two workers, the
+    same check would run twice (session 7's two-worker proof: fwd on one worker, fwd_bwd on the other)."""
+    attention = "tests/test_attention.py::test_attention[{}-plain-196-{}-{}]"
+    tests = [attention.format(impl, mode, direction) for impl in ("native", "flex") for mode in ("eager", "compiled")
+             for direction in ("fwd", "fwd_bwd")]
+    tests += [cell(f"{impl}-plain-196-eager") for impl in ("native", "flex")]
+    costs = dict.fromkeys(tests, 1.0)
+    shards = run.balance(costs, 2)
+    assert sorted(t for shard in shards for t in shard) == sorted(tests)
+    owner = {run.parity_group(t): i for i, shard in enumerate(shards) for t in shard}
+    assert all(owner[run.parity_group(t)] == i for i, shard in enumerate(shards) for t in shard)
+    assert len(owner) == 4 and [len(shard) for shard in shards] == [5, 5]  # groups of 3, 2, 3, 2
+    # without groups the same costs split the pairs: the old behaviour
+    assert run.balance(costs, 2, group=lambda t: t)[0] == tests[0::2]
+
+
 def test_balance_is_near_optimal():
     costs = {f"t{i}": float(c) for i, c in enumerate([30, 30, 16, 16, 15, 15, 8, 8, 8, 0.5, 0.5])}
     loads = [sum(costs[t] for t in shard) for shard in run.balance(costs, 3)]
