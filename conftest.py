@@ -128,6 +128,7 @@ CPU_COMPILED_NOT_NATIVE_PLAIN = (
 
 
 def pytest_collection_modifyitems(config, items):
+    train_cells_before_inference_cells(items)
     if config._attn_suite.device != "cpu":
         return
     known_nan = torch.__version__.startswith("2.14.")
@@ -143,6 +144,19 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason=CPU_COMPILED_NOT_NATIVE_PLAIN))
         elif known_nan and params.get("seq_len") == 3136:
             item.add_marker(pytest.mark.xfail(reason=INDUCTOR_CPU_NAN, strict=False))
+
+
+def train_cells_before_inference_cells(items):
+    """Move the training cells that come after the first inference cell to just before it: an
+    inference cell then reuses the model parity of its training cell (Suite.model_parity_once)
+    instead of running it again. Every other item keeps its place and order."""
+    names = [getattr(item, "originalname", None) for item in items]
+    if "test_infer_step" not in names:
+        return
+    first = names.index("test_infer_step")
+    tail = list(zip(names[first:], items[first:]))
+    items[first:] = ([item for name, item in tail if name == "test_train_step"]
+                     + [item for name, item in tail if name != "test_train_step"])
 
 
 def pytest_generate_tests(metafunc):

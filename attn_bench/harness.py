@@ -200,7 +200,8 @@ class Suite:
     def model_parity_once(self, cell: Cell, attention: AttnFn) -> parity.ParityReport:
         """`model_parity`, memoized per (impl, variant, seq_len, mode) like `attention_parity`: for
         the tests that need only its verdict (inference cells, test_model_parity). Training cells
-        run their own, whose first step is their compile time."""
+        run their own, whose first step is their compile time, and leave it here for them
+        (conftest runs training cells before inference cells)."""
         key = (cell.impl.id, cell.variant, cell.seq_len, cell.mode)
         if key not in self._model_parity:
             self._model_parity[key] = self.model_parity(cell, attention)
@@ -281,6 +282,8 @@ class Suite:
         with clock("parity"):
             # The cell's first training step (its compile, autotuning and JIT) happens in here.
             model_report = self.model_parity(cell, attention)
+            # The same check of the same kind of callable: inference cells and test_model_parity reuse it.
+            self._model_parity.setdefault((cell.impl.id, cell.variant, cell.seq_len, cell.mode), model_report)
             require(model_report)
             report = self.attention_parity(cell, attention)
             require(report)

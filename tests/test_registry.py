@@ -24,6 +24,14 @@ def run_pytest(*args, timeout=300):
                           cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
 
+def test_training_cells_are_collected_before_inference_cells():
+    """Inference cells reuse the model parity of their training cell, which must have run first."""
+    ids = run_pytest("tests/test_infer_step.py", "tests/test_train_step.py", "tests/test_attention.py", "--co", "-q",
+                     "--attn-impl", "native", "--attn-variant", "plain", "--attn-seq-len", "196").stdout.split()
+    kinds = [i.split("::")[1].split("[")[0] for i in ids if "::" in i]
+    assert kinds == ["test_train_step"] * 2 + ["test_infer_step"] * 2 + ["test_attention"] * 4, ids
+
+
 def test_registry_has_every_library_with_unique_ids():
     ids = list(REGISTRY)
     assert len(ids) == len(set(ids))

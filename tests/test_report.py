@@ -57,6 +57,14 @@ def test_end_of_run_tables(smoke):
     assert re.search(r"^sdpa_math +plain +this run +\d", out[sections[2]:], re.M)
 
 
+def test_inference_cells_reuse_their_training_cells_parity(smoke):
+    """The model parity check runs once per cell key: in the training cell, which runs first."""
+    train, infer = _bench(smoke.run, "native", "plain"), _bench(smoke.run, "native", "plain", "test_infer_step")
+    assert infer["extra_info"]["model_parity"] == train["extra_info"]["model_parity"]
+    assert train["extra_info"]["phase_s"]["parity"] > 0.05
+    assert infer["extra_info"]["phase_s"]["parity"] < 0.01
+
+
 def test_new_cells_record_their_fields(smoke):
     """Inference and attention-kernel cells in the JSON: what the report and the gate read."""
     infer = _bench(smoke.run, "native", "softcap", "test_infer_step")["extra_info"]
