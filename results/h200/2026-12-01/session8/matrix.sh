@@ -69,6 +69,12 @@ libs a-196-dev tests/test_attention.py --attn-seq-len 196 --attn-variant plain
 timed i-3136-math-nbhd "" env TORCHDYNAMO_VERBOSE=1 python3 -m pytest -v -ra -p attn_bench.run tests/test_infer_step.py \
     --benchmark-only --attn-impl sdpa_math --attn-variant neighborhood --attn-seq-len 3136 --attn-mode compiled \
     --benchmark-json="$RES/i-3136-math-nbhd.json"
+# ... and with Inductor's pattern matcher off: if it then passes, the failure is in a graph rewrite
+# (the CPU could not reproduce it with torch 2.11 or 2.14; candidate: fx_passes/fuse_attention.py)
+timed i-3136-math-nbhd-nopm "" python3 -c "import sys, pytest, torch._inductor.config as c; c.pattern_matcher = False; \
+sys.exit(pytest.main(sys.argv[1:]))" -v -ra -p attn_bench.run tests/test_infer_step.py --benchmark-only \
+    --attn-impl sdpa_math --attn-variant neighborhood --attn-seq-len 3136 --attn-mode compiled \
+    --benchmark-json="$RES/i-3136-math-nbhd-nopm.json"
 # 4. Inference steps of the other variants: the other libraries at 3136, then every library at 196 (issue 11)
 run i-3136-var-lib "fa3 xformers" tests/test_infer_step.py --benchmark-only --attn-impl fa3,xformers,xformers_cutlass,xformers_flash,xformers_flash3 \
     --attn-seq-len 3136 --attn-variant softcap,neighborhood
