@@ -21,7 +21,7 @@ def smoke(tmp_path_factory):
     # sdpa_math cannot express softcap: one skipped cell per test kind, with its reason.
     proc = run_suite(path, "--attn-impl", "native,sdpa_math", "--attn-variant", "plain,softcap",
                      "--attn-seq-len", "196", "--attn-mode", "eager",
-                     tests=("tests/test_train_step.py", "tests/test_infer_step.py", "tests/test_attention.py"))
+                     tests=("tests/test_infer_step.py", "tests/test_train_step.py", "tests/test_attention.py"))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return SimpleNamespace(dir=d, path=path, run=json.loads(path.read_text()), stdout=proc.stdout)
 
@@ -58,7 +58,8 @@ def test_end_of_run_tables(smoke):
 
 
 def test_inference_cells_reuse_their_training_cells_parity(smoke):
-    """The model parity check runs once per cell key: in the training cell, which runs first."""
+    """The model parity check runs once per cell key: in the training cell, which conftest runs
+    first (the fixture names the inference test first)."""
     train, infer = _bench(smoke.run, "native", "plain"), _bench(smoke.run, "native", "plain", "test_infer_step")
     assert infer["extra_info"]["model_parity"] == train["extra_info"]["model_parity"]
     assert train["extra_info"]["phase_s"]["parity"] > 0.05
