@@ -537,7 +537,8 @@ def test_injected_slowdown_is_sized_by_measurement():
         last[0] = time.perf_counter()
 
     slow, info = slowed_down(step, 1, 0.5, "cpu")
-    assert info["injected_base_ms"] == pytest.approx(4.0, rel=0.2)
+    # back to back, a call fills its 2 ms gap and works 2 ms; a loaded host can only make it slower
+    assert info["injected_base_ms"] >= 3.6
     assert info["injected_slowdown_ms"] == pytest.approx(0.5 * info["injected_base_ms"])
     assert info["injected_measured_ms"] == pytest.approx(info["injected_slowdown_ms"], rel=0.1)
 
