@@ -98,6 +98,11 @@ class Cell:
         name = f"{self.impl.id}-{self.variant}-{self.seq_len}-{self.mode}"
         return f"{name}-{self.direction}" if self.direction else name
 
+    @property
+    def parity_key(self) -> tuple:
+        """The key of the parity checks that cells of every test kind and direction share."""
+        return (self.impl.id, self.variant, self.seq_len, self.mode)
+
 
 @dataclass
 class Suite:
@@ -151,7 +156,7 @@ class Suite:
     def attention_parity(self, cell: Cell, attention: AttnFn) -> parity.ParityReport:
         """Parity of `attention` (the cell's callable) on the block's packed-qkv path, compiled
         in compiled cells, against the fp32 reference (memoized per impl, variant, seq_len, mode)."""
-        key = (cell.impl.id, cell.variant, cell.seq_len, cell.mode)
+        key = cell.parity_key
         if key not in self._attention_parity:
             ref_key = ("attention", cell.variant, cell.seq_len)
             if ref_key not in self._references:
@@ -202,7 +207,7 @@ class Suite:
         the tests that need only its verdict (inference cells, test_model_parity). Training cells
         run their own, whose first step is their compile time, and leave it here for them
         (conftest runs training cells before inference cells)."""
-        key = (cell.impl.id, cell.variant, cell.seq_len, cell.mode)
+        key = cell.parity_key
         if key not in self._model_parity:
             self._model_parity[key] = self.model_parity(cell, attention)
         return self._model_parity[key]
@@ -283,7 +288,7 @@ class Suite:
             # The cell's first training step (its compile, autotuning and JIT) happens in here.
             model_report = self.model_parity(cell, attention)
             # The same check of the same kind of callable: inference cells and test_model_parity reuse it.
-            self._model_parity.setdefault((cell.impl.id, cell.variant, cell.seq_len, cell.mode), model_report)
+            self._model_parity.setdefault(cell.parity_key, model_report)
             require(model_report)
             report = self.attention_parity(cell, attention)
             require(report)
