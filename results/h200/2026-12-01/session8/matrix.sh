@@ -9,7 +9,8 @@
 # The setup and the helpers (run, timed, libs, finish) are in ../driver.sh. Every pytest step
 # records each finished cell as it goes (`-p attn_bench.run`, ATTN_RUN_PROGRESS), and stops with
 # SIGINT before DEADLINE (epoch seconds; default 25 minutes from now), so the cells that finished
-# are kept even when the device budget ends. Start it as session 7 did (`../session7/README.md`): stash .gpu/1..6 (one run each), then run
+# are kept even when the device budget ends. Start it as session 7 did (`../session7/README.md`):
+# stash .gpu/1..6 (one run each), then run
 # `bash .gpu/7/stash && bash results/h200/2026-12-01/session3/fa2_install.sh .gpu/fa2wheel/*.whl &&
 # (DEADLINE=$(( $(date +%s) + 1450 )) setsid nohup bash <this script> > /root/gpu/driver.log 2>&1 &)`
 # carrying .gpu/7 and .gpu/fa2wheel, and poll with `RES=/root/gpu/res bash results/h200/2026-12-01/matrix/poll.sh 540`
