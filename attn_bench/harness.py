@@ -592,10 +592,18 @@ class Suite:
 
 
 def fresh_cell_state(device: str) -> None:
-    """Forget the previous cell's compiled graphs and counters; free its memory."""
+    """Forget the previous cell's compiled graphs and counters; free its memory.
+
+    The collection here covers every object; what survives it outlives the cell, so it is
+    frozen (`gc.freeze`) and the cell's own collections (`release_memory`) scan only what the
+    cell creates: about 0.2 s less each (torch's ~500k objects), several times a cell.
+    The next cell unfreezes it again, so nothing escapes collection for longer than a cell.
+    """
     torch._dynamo.reset()
     torch._dynamo.utils.counters.clear()  # reset() keeps them: graph breaks are per cell
+    gc.unfreeze()
     release_memory(device)
+    gc.freeze()
 
 
 def guarded(name: str, device: str, run):
