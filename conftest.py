@@ -44,6 +44,10 @@ def pytest_addoption(parser):
     group.addoption("--attn-compile-scope", default=DEFAULT_COMPILE_SCOPE, choices=COMPILE_SCOPES,
                     help="compiled ViT cells: compile the whole model (default, as the study's code does) "
                          "or each block (regional); packed varlen cells always compile each block")
+    group.addoption("--attn-inductor-cache", default=None, metavar="DIR",
+                    help="keep Inductor's on-disk caches in DIR/<impl> (one folder per implementation) and "
+                         "Triton's in DIR/triton, so a later run on this GPU model reuses the compiled code "
+                         "(default: Inductor's own folder, shared by every implementation)")
     group.addoption("--attn-varlen-lengths", default="fixed", choices=("fixed", "changing"),  # varlen.LENGTHS
                     help="test_varlen_train_step: the same image sizes every step, or new ones every step "
                          "(extra_info.recompiles); 'changing' also runs test_varlen_flex_lengths (the hazard)")
@@ -90,6 +94,7 @@ def pytest_configure(config):
         study=config.getoption("attn_study"),
         slowdown=config.getoption("attn_slowdown"),
         compile_scope=config.getoption("attn_compile_scope"),
+        inductor_cache=config.getoption("attn_inductor_cache"),
     )
     config._attn_skipped = []
     config._attn_failed = []
@@ -207,6 +212,7 @@ def pytest_benchmark_update_json(config, benchmarks, output_json):
         "warmup": s.warmup,
         "slowdown": s.slowdown,
         "compile_scope": s.compile_scope,
+        "inductor_cache": s.inductor_cache,
         "bare_loop": s.bare_loop,
         "study": s.study,
         # bf16 dense matmul TFLOP/s, measured once by the first attention-kernel cell on CUDA

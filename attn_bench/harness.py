@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -116,6 +117,7 @@ class Suite:
     study: bool = False
     slowdown: float = 0.0
     compile_scope: str = DEFAULT_COMPILE_SCOPE  # model.COMPILE_SCOPES
+    inductor_cache: str | None = None  # use_inductor_cache's root; None: Inductor's default folder
     # Measured once per session by the first attention-kernel cell on CUDA (`matmul_peak`).
     matmul_peak_tflops: float | None = None
     _attention_parity: dict = field(default_factory=dict)
@@ -282,6 +284,7 @@ class Suite:
         clock = PhaseClock()
         with clock("reset"):
             fresh_cell_state(self.device)
+            use_inductor_cache(self.inductor_cache, cell.impl.id)
         # One attention callable per cell: the parity checks test the callable that is timed.
         attention = cell.impl.factory(cell.variant, self.shape(cell.seq_len))
         with clock("parity"):
@@ -416,6 +419,7 @@ class Suite:
         clock = PhaseClock()
         with clock("reset"):
             fresh_cell_state(self.device)
+            use_inductor_cache(self.inductor_cache, cell.impl.id)
         attention = cell.impl.factory(cell.variant, self.shape(cell.seq_len))
         with clock("parity"):
             model_report = self.infer_model_parity(cell, attention)
@@ -478,6 +482,7 @@ class Suite:
         clock = PhaseClock()
         with clock("reset"):
             fresh_cell_state(self.device)
+            use_inductor_cache(self.inductor_cache, cell.impl.id)
         shape, cfg = self.shape(cell.seq_len), self.config(cell.seq_len)
         attention = cell.impl.factory(cell.variant, shape)
         with clock("parity"):
@@ -604,6 +609,20 @@ def fresh_cell_state(device: str) -> None:
     gc.unfreeze()
     release_memory(device)
     gc.freeze()
+
+
+def use_inductor_cache(root: str | None, impl_id: str) -> None:
+    """Point Inductor's on-disk caches at ROOT/<impl_id>, and Triton's at ROOT/triton; nothing if root is None.
+
+    One folder per implementation because Inductor's FX-graph cache key omits SDPA's backend
+    selection (pytorch/pytorch#185449): a graph compiled under one pinned SDPA backend could
+    be served to another. Triton's cache is keyed by the kernel's source and target, so it is
+    shared. Call before the cell compiles anything: Inductor reads these variables at each use.
+    """
+    if root is None:
+        return
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = os.path.abspath(os.path.join(root, impl_id))
+    os.environ.setdefault("TRITON_CACHE_DIR", os.path.abspath(os.path.join(root, "triton")))
 
 
 def guarded(name: str, device: str, run):

@@ -27,7 +27,10 @@
    no check runs in two workers. A worker runs its cells in collection order.
 4. **Run** one `pytest --benchmark-only` worker per GPU (`CUDA_VISIBLE_DEVICES` pinned), or
    K per GPU with `--workers-per-gpu K`. K > 1 proves sharding and merging on one GPU; the
-   workers then share the GPU, so that proves correctness, not wall time. Each worker writes
+   workers then share the GPU, so that proves correctness, not wall time. Workers compile into
+   `--inductor-cache DIR` (default `<storage>/<gpu>/inductor-cache`), kept between runs: Inductor's
+   caches in one folder per implementation (`harness.use_inductor_cache` says why), Triton's shared,
+   so a later run on the same GPU model loads compiled code instead of compiling. Each worker writes
    `shard-N.json`, `shard-N.log` and `shard-N.progress.jsonl` to the work folder. The progress
    file (this module, loaded into the worker with `-p attn_bench.run`) records each cell as it
    starts and finishes, with its benchmark entry, so that a worker that dies (killed,
@@ -94,13 +97,15 @@ REFUSED_ARGS = {
     "--benchmark-skip": "the runner times every cell (--benchmark-only)",
     "--collect-only": "the runner collects by itself",
     "--co": "the runner collects by itself",
+    "--attn-inductor-cache": "use the runner's --inductor-cache DIR",
     "-n": "the runner is the parallelism (pytest-xdist disables benchmarks)",
     "--numprocesses": "the runner is the parallelism (pytest-xdist disables benchmarks)",
 }
 # Options whose value is the next argument: that value is never taken for a test path.
 VALUE_OPTIONS = {"-k", "-m", "-p", "-o", "-c", "--rootdir", "--confcutdir", "--basetemp", "--benchmark-storage",
                  "--attn-impl", "--attn-variant", "--attn-seq-len", "--attn-mode", "--attn-profile",
-                 "--attn-rounds", "--attn-warmup", "--attn-slowdown", "--attn-direction"}
+                 "--attn-rounds", "--attn-warmup", "--attn-slowdown", "--attn-direction", "--attn-compile-scope",
+                 "--attn-varlen-lengths"}
 NOTE_SHARED_GPU = ("{k} workers shared each GPU: this run proves sharding and merging (correctness), "
                    "not wall time; its timings are not comparable with one worker per GPU")
 
@@ -503,6 +508,14 @@ def storage_folder(pytest_args: list[str], gpu_slug: str) -> Path:
     return Path(path)
 
 
+def inductor_cache_dir(requested: str | None, folder: Path) -> str | None:
+    """The workers' --attn-inductor-cache: `requested`, else FOLDER/inductor-cache (FOLDER is the GPU
+    model's storage folder, so the compiled code persists per GPU model); None for 'none'."""
+    if requested == "none":
+        return None
+    return str(Path(requested or folder / "inductor-cache").resolve())
+
+
 def save_run(run: dict, folder: Path) -> Path:
     """Save `run` as pytest-benchmark's autosave would: FOLDER/<machine-id>/NNNN_<commit>_<date>.json.
 
@@ -727,6 +740,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--previous", metavar="RUN.json", action="append",
                    help="earlier run(s) whose timings estimate the costs (default: the newest runs of the same "
                         "GPU model and profile in the storage folder)")
+    p.add_argument("--inductor-cache", metavar="DIR",
+                   help="Inductor's and Triton's on-disk caches, kept between runs, one folder per implementation "
+                        "(pytest's --attn-inductor-cache); default: inductor-cache/ in the GPU model's storage "
+                        "folder (.benchmarks/<gpu>/inductor-cache); 'none': Inductor's own folder")
     p.add_argument("--workdir", metavar="DIR", help="where shard JSONs, logs and progress files go (default: a new "
                                                     "temporary folder, kept)")
     return p
@@ -769,12 +786,16 @@ def _main(args, pytest_args: list[str], argv: list[str]) -> int:
              for _ in range(args.workers_per_gpu)]
     previous = previous_runs(args.previous, folder, gpu, found.suite.get("profile"))
     costs, measured = estimate_costs(found.items, found.suite.get("availability"), [r for _, r in previous])
+    cache = inductor_cache_dir(args.inductor_cache, folder)
+    if cache:
+        rest = [*rest, f"--attn-inductor-cache={cache}"]
     plan = [Shard(i, slots[i], cells, sum(costs[c] for c in cells))
             for i, cells in enumerate(balance(costs, len(slots))) if cells]
     for i, shard in enumerate(plan):
         shard.index = i
     print(f"attn_bench.run: {len(found.items)} cells on {gpu}, profile {found.suite.get('profile')}, "
           f"{len(plan)} worker(s); work folder {workdir}")
+    print(f"Inductor cache: {cache or 'Inductor default (shared by every implementation)'}")
     print(f"costs: {measured} measured in earlier runs ({', '.join(n for n, _ in previous) or 'none'}), "
           f"{len(found.items) - measured} from the cost model")
     for shard in plan:
@@ -788,7 +809,7 @@ def _main(args, pytest_args: list[str], argv: list[str]) -> int:
     wall_s = time.perf_counter() - begin
     runner = {"command": shlex.join(["python", "-m", "attn_bench.run", *argv]),
               "gpus": sorted({s.gpu for s in plan}, key=str), "workers_per_gpu": args.workers_per_gpu,
-              "workers": len(plan), "workdir": str(workdir), "note": note,
+              "workers": len(plan), "workdir": str(workdir), "inductor_cache": cache, "note": note,
               "cost_previous_runs": [n for n, _ in previous], "cost_measured_cells": measured}
     merged = merge_shards(shards, wall_s, runner)
     path = save_run(merged, folder)

@@ -58,6 +58,7 @@ from .harness import (
     inductor_cache_state,
     peak_gib,
     require,
+    use_inductor_cache,
 )
 from .kernels import check_kernels, profiled_names
 from .model import AttentionBlock, TrainStep, compile_model, merge_heads, split_qkv, synchronize
@@ -550,6 +551,7 @@ def _run_varlen_cell(suite, impl: VarlenImpl, mode: str, benchmark, lengths: str
     clock = PhaseClock()
     with clock("reset"):
         fresh_cell_state(device)
+        use_inductor_cache(suite.inductor_cache, impl.id)
     attention = impl.factory(AttnShape(cfg.heads, cfg.head_dim, cfg.token_budget, device))
     with clock("parity"):
         report = check_varlen_attention(f"varlen attention {name}", attention, impl.packing,

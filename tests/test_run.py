@@ -214,6 +214,11 @@ def test_arguments_gpus_and_storage(tmp_path, monkeypatch):
     assert run.storage_folder([f"--benchmark-storage=file://{tmp_path}"], "nvidia-h200") == tmp_path
     with pytest.raises(run.UsageError, match="file://"):
         run.storage_folder(["--benchmark-storage", "elasticsearch+http://host/index/doc"], "x")
+    assert run.inductor_cache_dir(None, tmp_path) == str(tmp_path / "inductor-cache")
+    assert run.inductor_cache_dir(str(tmp_path / "c"), tmp_path) == str(tmp_path / "c")
+    assert run.inductor_cache_dir("none", tmp_path) is None
+    with pytest.raises(run.UsageError, match="--inductor-cache"):
+        run.split_pytest_args(["--attn-inductor-cache=x"])
 
 
 def test_save_run_numbers_like_autosave(tmp_path):
@@ -260,6 +265,9 @@ def test_two_workers_merge_into_one_run(two_workers):
     assert suite["wall_s"] >= max(s["wall_s"] for s in suite["shards"])
     assert set(suite["cell_wall_s"]) == {c for s in suite["shards"] for c in s["cells"]}
     assert suite["runner"]["workers_per_gpu"] == 2 and suite["profile"] == "smoke"
+    # Inductor's caches persist in the storage folder, one folder per implementation inside
+    cache = str(r.stored[0].parent.parent / "inductor-cache")
+    assert suite["runner"]["inductor_cache"] == suite["inductor_cache"] == cache
     # saved where autosave puts runs (storage/<machine-id>/0001_...), identical to --json
     assert len(r.stored) == 1 and r.stored[0].name.startswith("0001_")
     assert json.loads(r.stored[0].read_text()) == r.out
