@@ -1,5 +1,6 @@
 #!/bin/bash
-# The ninth session's H200 driver, in priority order:
+# The ninth session's H200 driver, as it ran until step 3 (see README.md: the cold run was stopped by hand
+# and a warm run of five implementations took its place), in priority order:
 # 1. te_fused's attention-kernel cells at seq 3136, which never ran: in session 2 they shared a
 #    process with xFormers' CUDA 12 runtime and cuDNN refused ("CUDNN_STATUS_SUBLIBRARY_LOADING_FAILED",
 #    `../matrix/run/a-3136-lib.log`); te_fused's training cells ran in the `fa3 te` sets (`../session3/`),
