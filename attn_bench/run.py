@@ -38,6 +38,8 @@
 5. **Crash**: a cell with no result (not timed, not skipped, not failed) is reported in
    `attn_suite["failed"]` with the exit code and the log's last lines. If the worker died
    before its remaining cells started, one new worker on the same GPU runs them (once).
+   **Interrupt** (Ctrl-C, `timeout -s INT`): the runner stops the workers, reports their
+   running and unstarted cells failed ("interrupted", "not run") and merges what finished.
 6. **Merge** the shards into one pytest-benchmark run: the union of `benchmarks`, the first
    shard's `machine_info` and `commit_info`, the shards' skipped and failed cells, and
    `attn_suite["wall_s"]` (the runner's wall time, collection included), `["shards"]` (per
@@ -50,7 +52,8 @@
    as `--benchmark-save-data` would. `--json OUT` writes a copy.
 
 Exit status: 0 when every cell passed or skipped, 1 when a cell failed or was lost, 2 on bad
-arguments, a failed collection, or shards that cannot be merged.
+arguments, a failed collection, or shards that cannot be merged, 130 when interrupted (after
+saving what finished).
 """
 from __future__ import annotations
 
@@ -116,6 +119,14 @@ class UsageError(Exception):
 
 class MergeError(Exception):
     """Shards that cannot form one run; exit 2, the message names the shards and the difference."""
+
+
+class Interrupted(Exception):
+    """The run was interrupted (SIGINT) while workers ran; `shards` are settled, ready to merge."""
+
+    def __init__(self, shards: list[Shard]):
+        super().__init__("interrupted")
+        self.shards = shards
 
 
 # --- the pytest plugin (loaded into the collecting pytest and the workers with -p) -------------
@@ -317,6 +328,7 @@ class Shard:
     run: dict | None = None
     from_progress: bool = False
     crashed: bool = False
+    interrupted: bool = False
     lost: list[dict] = field(default_factory=list)
     remaining: list[str] = field(default_factory=list)
     cell_wall_s: dict[str, float] = field(default_factory=dict)
@@ -324,7 +336,8 @@ class Shard:
     def record(self) -> dict:
         """The shard's entry in attn_suite["shards"]."""
         return {"shard": self.index, "gpu": self.gpu, "cells": self.cells, "wall_s": self.wall_s,
-                "exit_code": self.exit_code, "crashed": self.crashed, "restart_of": self.restart_of,
+                "exit_code": self.exit_code, "crashed": self.crashed, "interrupted": self.interrupted,
+                "restart_of": self.restart_of,
                 "estimated_s": round(self.estimated_s, 1), "from_progress_file": self.from_progress,
                 "log": self.log}
 
@@ -395,7 +408,8 @@ def settle(shard: Shard, json_path: Path, progress_path: Path, may_restart: bool
 
     The worker crashed if it wrote no JSON, was killed by a signal, or hit an internal error
     (exit 3). The cell it was running is lost; the cells it never started are `remaining`
-    when `may_restart`, otherwise lost too.
+    when `may_restart`, otherwise lost too. A worker the runner stopped because the run was
+    interrupted (`shard.interrupted`) loses its cells the same way, with that reason.
     """
     events = read_progress(progress_path)
     shard.cell_wall_s = {e["test"]: round(e["wall_s"], 3) for e in events if e["event"] == "finish"}
@@ -417,15 +431,18 @@ def settle(shard: Shard, json_path: Path, progress_path: Path, may_restart: bool
     tail = log_tail(shard.log)
     for test in missing:
         if test in started:
-            message = (f"{why} died while this cell was running: {exit_description(shard.exit_code)}; "
+            ended = "was stopped: the run was interrupted" if shard.interrupted else "died"
+            message = (f"{why} {ended} while this cell was running: {exit_description(shard.exit_code)}; "
                        f"log {shard.log}\nlast log lines:\n{tail}")
-            shard.lost.append({"test": test, "when": "crash", "message": message})
+            shard.lost.append({"test": test, "when": "interrupted" if shard.interrupted else "crash",
+                               "message": message})
     never = [t for t in missing if t not in started]
     if shard.crashed and may_restart:
         shard.remaining = never
         return
     for test in never:
-        reason = ("never started: the worker died before it" if shard.crashed
+        reason = ("never started: the run was interrupted" if shard.interrupted
+                  else "never started: the worker died before it" if shard.crashed
                   else "never started: the worker ended without running it")
         message = f"{why}: {reason} ({exit_description(shard.exit_code)}); log {shard.log}\nlast log lines:\n{tail}"
         shard.lost.append({"test": test, "when": "not run", "message": message})
@@ -715,10 +732,15 @@ def run_shards(plan: list[Shard], args: list[str], workdir: Path, rootdir: Path,
                     running.append(start_worker(again, args, workdir, rootdir, env, workers))
     except KeyboardInterrupt:
         for worker in running:
-            worker.proc.terminate()
+            if worker.proc.poll() is None:
+                worker.proc.terminate()
         for worker in running:
             worker.proc.wait()
-        raise
+            shard = worker.shard
+            shard.exit_code, shard.interrupted = worker.proc.returncode, True
+            shard.wall_s = round(time.perf_counter() - worker.started, 1)
+            settle(shard, worker.json_path, worker.progress, may_restart=False)
+        raise Interrupted(shards) from None
     return shards
 
 
@@ -760,7 +782,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"run error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("run interrupted: nothing merged", file=sys.stderr)
+        print("run interrupted before the workers started or while merging: nothing merged", file=sys.stderr)
         return 130
 
 
@@ -805,11 +827,16 @@ def _main(args, pytest_args: list[str], argv: list[str]) -> int:
     if note:
         print(f"note: {note}")
 
-    shards = run_shards(plan, rest, workdir, found.rootdir, env, costs)
+    try:
+        shards, interrupted = run_shards(plan, rest, workdir, found.rootdir, env, costs), False
+    except Interrupted as e:
+        shards, interrupted = e.shards, True
+        print("run interrupted: merging the cells that finished; the others are reported failed", file=sys.stderr)
     wall_s = time.perf_counter() - begin
     runner = {"command": shlex.join(["python", "-m", "attn_bench.run", *argv]),
               "gpus": sorted({s.gpu for s in plan}, key=str), "workers_per_gpu": args.workers_per_gpu,
-              "workers": len(plan), "workdir": str(workdir), "inductor_cache": cache, "note": note,
+              "workers": len(plan), "workdir": str(workdir), "inductor_cache": cache, "interrupted": interrupted,
+              "note": note,
               "cost_previous_runs": [n for n, _ in previous], "cost_measured_cells": measured}
     merged = merge_shards(shards, wall_s, runner)
     path = save_run(merged, folder)
@@ -818,6 +845,8 @@ def _main(args, pytest_args: list[str], argv: list[str]) -> int:
 
         Path(args.json).write_text(safe_dumps(merged, ensure_ascii=True, indent=4), encoding="utf-8")
     _print_summary(merged, path, args.json, note)
+    if interrupted:
+        return 130
     return 1 if merged["attn_suite"]["failed"] else 0
 
 

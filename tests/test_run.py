@@ -312,3 +312,33 @@ def test_killed_worker_loses_only_its_running_cell(tmp_path):
     assert again["exit_code"] == 0 and not again["crashed"]
     proc = run_module("attn_bench.report", r.stored[0])
     assert proc.returncode == 0 and "Failed cells (1):" in proc.stdout, proc.stdout + proc.stderr
+
+
+INTERRUPT_PLUGIN = '''
+import os, signal, time
+
+def pytest_runtest_setup(item):
+    if item.nodeid.endswith(os.environ["INTERRUPT_AT"]):
+        os.kill(os.getppid(), signal.SIGINT)  # the runner: Ctrl-C, or `timeout -s INT` at a deadline
+        time.sleep(120)  # the runner stops this worker long before
+'''
+
+
+def test_interrupted_run_keeps_the_finished_cells(tmp_path):
+    (tmp_path / "interrupt_plugin.py").write_text(INTERRUPT_PLUGIN, encoding="utf-8")
+    env = {**ENV, "INTERRUPT_AT": "[native-softcap-196-eager]",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), ENV.get("PYTHONPATH")]))}
+    r = _runner(tmp_path, "--", "-p", "interrupt_plugin", "--attn-impl", "native", "--attn-seq-len", "196",
+                "--attn-mode", "eager", env=env)
+    assert r.proc.returncode == 130, r.log
+    assert "run interrupted: merging the cells that finished" in r.proc.stderr
+    suite = r.out["attn_suite"]
+    assert [b["fullname"] for b in r.out["benchmarks"]] == [cell("native-plain-196-eager")]
+    running, unstarted = suite["failed"]
+    assert running["test"] == cell("native-softcap-196-eager") and running["when"] == "interrupted"
+    assert "stopped: the run was interrupted while this cell was running" in running["message"]
+    assert unstarted["test"] == cell("native-neighborhood-196-eager") and unstarted["when"] == "not run"
+    assert "never started: the run was interrupted" in unstarted["message"]
+    (shard,) = suite["shards"]  # no restart after an interrupt
+    assert shard["interrupted"] and suite["runner"]["interrupted"]
+    assert len(r.stored) == 1 and json.loads(r.stored[0].read_text()) == r.out
