@@ -9,6 +9,7 @@ from __future__ import annotations
 import warnings
 
 import torch
+import torch._inductor.config
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
@@ -29,6 +30,17 @@ from .registry import (
     register,
     register_varlen,
 )
+
+# Inside a compiled function, Dynamo records `sdpa_kernel` as calls of these two functions, and
+# AOTAutograd's cache then bypasses the whole graph ("Unsupported call_function target"): each run
+# traces the model's forward and backward again, 8-14 s per compiled SDPA cell at seq 196 on the H200
+# with a warm cache (results/h200/2026-12-01/session9/). They are pure functions of their arguments,
+# the backend names, which are constants of the graph and so part of its cache key: graphs pinned to
+# different backends get different keys (tests/test_inductor_cache.py checks it, in one cache folder),
+# as torch already allows for autocast's enter and exit. Keyed by the torch version.
+for _function in ("torch.nn.attention._backend_from_string", "torch.nn.attention._sdpa_kernel"):
+    torch._inductor.config.unsafe_marked_cacheable_functions.setdefault(_function, torch.__version__)
+del _function
 
 
 def _make_factory(backend: SDPBackend):
