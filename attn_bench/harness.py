@@ -614,10 +614,13 @@ def fresh_cell_state(device: str) -> None:
 def use_inductor_cache(root: str | None, impl_id: str) -> None:
     """Point Inductor's on-disk caches at ROOT/<impl_id>, and Triton's at ROOT/triton; nothing if root is None.
 
-    One folder per implementation because Inductor's FX-graph cache key omits SDPA's backend
-    selection (pytorch/pytorch#185449): a graph compiled under one pinned SDPA backend could
-    be served to another. Triton's cache is keyed by the kernel's source and target, so it is
-    shared. Call before the cell compiles anything: Inductor reads these variables at each use.
+    One folder per implementation because Inductor's cache keys omit SDPA's backend selection
+    when it is made outside the compiled code (pytorch/pytorch#185449): on the H200 a process
+    that pinned cuDNN that way ran FlashAttention's graph, which another process had cached
+    (results/h200/2026-12-01/session9/). The suite's adapters pin inside, where the backend is
+    part of the key; separate folders make sure no adapter can be served another's graph.
+    Triton's cache is keyed by the kernel's source and target, so it is shared. Call before the
+    cell compiles anything: Inductor reads these variables at each use.
     """
     if root is None:
         return
