@@ -867,4 +867,7 @@ def _print_summary(merged: dict, path: Path, json_out: str | None, note: str | N
 
 
 if __name__ == "__main__":
+    # A script's background job starts with SIGINT ignored, and Python then leaves it ignored; the
+    # runner takes SIGINT (Ctrl-C, `timeout -s INT` at a deadline) as "stop and merge" wherever it runs.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     sys.exit(main())
