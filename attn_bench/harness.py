@@ -236,6 +236,12 @@ class Suite:
         release_memory(self.device)
         return report
 
+    def fresh_cell(self, impl_id: str) -> None:
+        """The boundary before a cell of `impl_id`: `fresh_cell_state`, then the implementation's
+        Inductor cache folder (`use_inductor_cache`)."""
+        fresh_cell_state(self.device)
+        use_inductor_cache(self.inductor_cache, impl_id)
+
     def has_backward(self, impl: AttnImpl) -> bool:
         """Whether `impl` has a backward pass on this suite's device."""
         return impl.backward and (self.device != "cpu" or impl.cpu_backward)
@@ -283,8 +289,7 @@ class Suite:
     def _run_cell(self, cell: Cell, benchmark) -> dict:
         clock = PhaseClock()
         with clock("reset"):
-            fresh_cell_state(self.device)
-            use_inductor_cache(self.inductor_cache, cell.impl.id)
+            self.fresh_cell(cell.impl.id)
         # One attention callable per cell: the parity checks test the callable that is timed.
         attention = cell.impl.factory(cell.variant, self.shape(cell.seq_len))
         with clock("parity"):
@@ -418,8 +423,7 @@ class Suite:
     def _run_infer_cell(self, cell: Cell, benchmark) -> dict:
         clock = PhaseClock()
         with clock("reset"):
-            fresh_cell_state(self.device)
-            use_inductor_cache(self.inductor_cache, cell.impl.id)
+            self.fresh_cell(cell.impl.id)
         attention = cell.impl.factory(cell.variant, self.shape(cell.seq_len))
         with clock("parity"):
             model_report = self.infer_model_parity(cell, attention)
@@ -481,8 +485,7 @@ class Suite:
     def _run_attention_cell(self, cell: Cell, benchmark) -> dict:
         clock = PhaseClock()
         with clock("reset"):
-            fresh_cell_state(self.device)
-            use_inductor_cache(self.inductor_cache, cell.impl.id)
+            self.fresh_cell(cell.impl.id)
         shape, cfg = self.shape(cell.seq_len), self.config(cell.seq_len)
         attention = cell.impl.factory(cell.variant, shape)
         with clock("parity"):

@@ -715,11 +715,7 @@ def run_shards(plan: list[Shard], args: list[str], workdir: Path, rootdir: Path,
             time.sleep(0.2)
             for worker in [w for w in running if w.proc.poll() is not None]:
                 running.remove(worker)
-                shard = worker.shard
-                shard.exit_code = worker.proc.returncode
-                shard.wall_s = round(time.perf_counter() - worker.started, 1)
-                depth = _restart_depth(shard, shards)
-                settle(shard, worker.json_path, worker.progress, may_restart=depth < RESTARTS)
+                shard = _settle_worker(worker, may_restart=_restart_depth(worker.shard, shards) < RESTARTS)
                 log(f"worker {shard.index} ({device_label(shard.gpu)}) done in {shard.wall_s:.0f} s, "
                     f"{exit_description(shard.exit_code)}" + (", CRASHED" if shard.crashed else ""))
                 for lost in shard.lost:
@@ -736,12 +732,19 @@ def run_shards(plan: list[Shard], args: list[str], workdir: Path, rootdir: Path,
                 worker.proc.terminate()
         for worker in running:
             worker.proc.wait()
-            shard = worker.shard
-            shard.exit_code, shard.interrupted = worker.proc.returncode, True
-            shard.wall_s = round(time.perf_counter() - worker.started, 1)
-            settle(shard, worker.json_path, worker.progress, may_restart=False)
+            worker.shard.interrupted = True
+            _settle_worker(worker, may_restart=False)
         raise Interrupted(shards) from None
     return shards
+
+
+def _settle_worker(worker: _Worker, may_restart: bool) -> Shard:
+    """Record how `worker`'s process ended (exit code, wall time) and settle its shard."""
+    shard = worker.shard
+    shard.exit_code = worker.proc.returncode
+    shard.wall_s = round(time.perf_counter() - worker.started, 1)
+    settle(shard, worker.json_path, worker.progress, may_restart=may_restart)
+    return shard
 
 
 def _restart_depth(shard: Shard, shards: list[Shard]) -> int:

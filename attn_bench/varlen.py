@@ -53,12 +53,10 @@ from .harness import (
     CellFailure,
     CellSkip,
     PhaseClock,
-    fresh_cell_state,
     guarded,
     inductor_cache_state,
     peak_gib,
     require,
-    use_inductor_cache,
 )
 from .kernels import check_kernels, profiled_names
 from .model import AttentionBlock, TrainStep, compile_model, merge_heads, split_qkv, synchronize
@@ -550,8 +548,7 @@ def _run_varlen_cell(suite, impl: VarlenImpl, mode: str, benchmark, lengths: str
     name = f"{impl.id}-{mode}"
     clock = PhaseClock()
     with clock("reset"):
-        fresh_cell_state(device)
-        use_inductor_cache(suite.inductor_cache, impl.id)
+        suite.fresh_cell(impl.id)
     attention = impl.factory(AttnShape(cfg.heads, cfg.head_dim, cfg.token_budget, device))
     with clock("parity"):
         report = check_varlen_attention(f"varlen attention {name}", attention, impl.packing,

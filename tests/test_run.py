@@ -292,12 +292,17 @@ def pytest_runtest_setup(item):
 '''
 
 
+def _runner_with_plugin(tmp_path, name: str, source: str, **env):
+    """The runner over native's three seq-196 eager cells, its workers loading the pytest plugin
+    `source` as `name`, with `env` added to their environment."""
+    (tmp_path / f"{name}.py").write_text(source, encoding="utf-8")
+    env = {**ENV, **env, "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), ENV.get("PYTHONPATH")]))}
+    return _runner(tmp_path, "--", "-p", name, "--attn-impl", "native", "--attn-seq-len", "196",
+                   "--attn-mode", "eager", env=env)
+
+
 def test_killed_worker_loses_only_its_running_cell(tmp_path):
-    (tmp_path / "crash_plugin.py").write_text(CRASH_PLUGIN, encoding="utf-8")
-    env = {**ENV, "CRASH_AT": "[native-softcap-196-eager]",
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), ENV.get("PYTHONPATH")]))}
-    r = _runner(tmp_path, "--", "-p", "crash_plugin", "--attn-impl", "native", "--attn-seq-len", "196",
-                "--attn-mode", "eager", env=env)
+    r = _runner_with_plugin(tmp_path, "crash_plugin", CRASH_PLUGIN, CRASH_AT="[native-softcap-196-eager]")
     assert r.proc.returncode == 1, r.log
     suite = r.out["attn_suite"]
     # plain finished before the kill (kept from the progress file), neighborhood ran in the restart
@@ -325,11 +330,7 @@ def pytest_runtest_setup(item):
 
 
 def test_interrupted_run_keeps_the_finished_cells(tmp_path):
-    (tmp_path / "interrupt_plugin.py").write_text(INTERRUPT_PLUGIN, encoding="utf-8")
-    env = {**ENV, "INTERRUPT_AT": "[native-softcap-196-eager]",
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), ENV.get("PYTHONPATH")]))}
-    r = _runner(tmp_path, "--", "-p", "interrupt_plugin", "--attn-impl", "native", "--attn-seq-len", "196",
-                "--attn-mode", "eager", env=env)
+    r = _runner_with_plugin(tmp_path, "interrupt_plugin", INTERRUPT_PLUGIN, INTERRUPT_AT="[native-softcap-196-eager]")
     assert r.proc.returncode == 130, r.log
     assert "run interrupted: merging the cells that finished" in r.proc.stderr
     suite = r.out["attn_suite"]
