@@ -9,7 +9,6 @@ from __future__ import annotations
 import warnings
 
 import torch
-import torch._inductor.config
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
@@ -31,16 +30,22 @@ from .registry import (
     register_varlen,
 )
 
-# Inside a compiled function, Dynamo records `sdpa_kernel` as calls of these two functions, and
-# AOTAutograd's cache then bypasses the whole graph ("Unsupported call_function target"): each run
-# traces the model's forward and backward again, 8-14 s per compiled SDPA cell at seq 196 on the H200
-# with a warm cache (results/h200/2026-12-01/session9/). They are pure functions of their arguments,
-# the backend names, which are constants of the graph and so part of its cache key: graphs pinned to
-# different backends get different keys (tests/test_inductor_cache.py checks it, in one cache folder),
-# as torch already allows for autocast's enter and exit. Keyed by the torch version.
-for _function in ("torch.nn.attention._backend_from_string", "torch.nn.attention._sdpa_kernel"):
-    torch._inductor.config.unsafe_marked_cacheable_functions.setdefault(_function, torch.__version__)
-del _function
+
+def _let_aot_autograd_cache_pinned_graphs() -> None:
+    """Inside a compiled function, Dynamo records `sdpa_kernel` as calls of two functions, and
+    AOTAutograd's cache then bypasses the whole graph ("Unsupported call_function target"): each
+    run traces the model's forward and backward again, 8-14 s per compiled SDPA cell at seq 196 on
+    the H200 with a warm cache (results/h200/2026-12-01/session9/). They are pure functions of their
+    arguments, the backend names, which are constants of the graph and so part of its cache key:
+    graphs pinned to different backends get different keys (tests/test_inductor_cache.py checks
+    it, in one cache folder), as torch already allows for autocast's enter and exit. Keyed by the
+    torch version. Called when an SDPA attention (plain or packed) is built, not at import: importing Inductor's
+    config costs about 1.2 s, which collection and `python -m attn_impls` need not pay.
+    """
+    import torch._inductor.config
+
+    for function in ("torch.nn.attention._backend_from_string", "torch.nn.attention._sdpa_kernel"):
+        torch._inductor.config.unsafe_marked_cacheable_functions.setdefault(function, torch.__version__)
 
 
 def _make_factory(backend: SDPBackend):
@@ -49,6 +54,7 @@ def _make_factory(backend: SDPBackend):
         refusal = _refusal(backend, shape, mask)
         if refusal:
             raise Unsupported(refusal)
+        _let_aot_autograd_cache_pinned_graphs()
 
         def sdpa_attention(q_bhsd, k_bhsd, v_bhsd):
             with sdpa_kernel([backend]):
@@ -127,6 +133,7 @@ def key_padding_mask(layout: SeqLayout, device) -> torch.Tensor:
 def _masked_varlen_factory(backend: SDPBackend, mask_for):
     """SDPA pinned to `backend`, with the boolean mask `mask_for(layout, device)` built once per step."""
     def factory(shape: AttnShape) -> VarlenAttention:
+        _let_aot_autograd_cache_pinned_graphs()
         def prepare(layout: SeqLayout) -> torch.Tensor:
             return mask_for(layout, shape.device)
 
@@ -144,6 +151,7 @@ def _masked_varlen_factory(backend: SDPBackend, mask_for):
 def _nested_varlen_factory(backend: SDPBackend):
     """SDPA pinned to `backend` on nested jagged tensors: one sequence per segment of the rows."""
     def factory(shape: AttnShape) -> VarlenAttention:
+        _let_aot_autograd_cache_pinned_graphs()
         def prepare(layout: SeqLayout) -> tuple[torch.Tensor, int]:
             return layout.cu_seqlens(shape.device).long(), layout.max_seqlen
 
