@@ -2,8 +2,8 @@
 # Prepared in the ninth session for the next H200 session (not run yet). The bare H200 (no packs
 # needed: every implementation it has is PyTorch's), in order:
 # 1. the full training matrix (tests/test_train_step.py, every cell) through the runner with a
-#    persisted Inductor cache, cold, two workers on the GPU to fill the cache sooner (its timings
-#    do not count);
+#    persisted Inductor cache, cold, two workers on the GPU and two timed rounds per cell to fill the
+#    cache sooner (its timings do not count: the graphs do not depend on the number of rounds);
 # 2. the same with one worker and the warm cache: the wall time of the full matrix on one H200
 #    (issue 14's 10 minutes). Since the ninth session the SDPA adapters' graphs are cacheable by
 #    AOTAutograd (attn_impls/sdpa.py); session 9's warm run paid 10-18 s per compiled SDPA cell
@@ -16,7 +16,7 @@ set -uo pipefail
 source results/h200/2026-12-01/driver.sh
 CACHE=/root/gpu/inductor-cache
 timed w-cold "" python3 -m attn_bench.run --gpus 1 --workers-per-gpu 2 --inductor-cache $CACHE \
-    --json "$RES/w-cold.json" --workdir "$RES/w-cold" -- tests/test_train_step.py
+    --json "$RES/w-cold.json" --workdir "$RES/w-cold" -- tests/test_train_step.py --attn-rounds 2 --attn-warmup 0
 du -sh $CACHE/* > "$RES/inductor-cache-size.txt" 2>&1
 timed w-warm "" python3 -m attn_bench.run --gpus 1 --inductor-cache $CACHE \
     --json "$RES/w-warm.json" --workdir "$RES/w-warm" -- tests/test_train_step.py
