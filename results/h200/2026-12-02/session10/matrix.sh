@@ -1,5 +1,5 @@
 #!/bin/bash
-# Prepared in the ninth session for the next H200 session (not run yet). The bare H200 (no packs
+# Prepared in the ninth session, run in the tenth (README.md has what it gave). The bare H200 (no packs
 # needed: every implementation it has is PyTorch's), in order:
 # 1. the full training matrix (tests/test_train_step.py, every cell) through the runner with a
 #    persisted Inductor cache, cold, two workers on the GPU and two timed rounds per cell to fill the
