@@ -32,6 +32,7 @@ def gpu_info(device: str) -> dict:
     return {
         "gpu": props.name,
         "gpu_slug": gpu_slug(props.name),
+        "uuid": gpu_uuid(props),
         "capability": f"sm_{props.major}{props.minor}",
         "sm_count": props.multi_processor_count,
         "memory_gib": round(props.total_memory / 2**30, 1),
@@ -39,6 +40,15 @@ def gpu_info(device: str) -> dict:
         "cuda": torch.version.cuda,
         "cudnn": torch.backends.cudnn.version(),
     }
+
+
+def gpu_uuid(props) -> str | None:
+    """The physical GPU's UUID (as nvidia-smi -L shows it), None where torch does not report one."""
+    uuid = getattr(props, "uuid", None)
+    if uuid is None:
+        return None
+    text = str(uuid)
+    return text if text.startswith("GPU-") else f"GPU-{text}"
 
 
 def gpu_slug(name: str) -> str:

@@ -38,7 +38,7 @@ settings (profile, rounds, warmup, slowdown, iterations, steps_per_round; a sett
 when both runs recorded it; `--allow-injected-slowdown` lets only a current run carry an
 `--attn-slowdown` that the baseline lacks, to test the gate), a run without per-round times,
 and a selection (`--cells`) that matches no cell. Software differences (libraries, driver,
-CUDA, cuDNN) are printed as information only. `--reference REF.json` gates against a fixed,
+CUDA, cuDNN) and another GPU of the same model (by UUID) are printed as information only. `--reference REF.json` gates against a fixed,
 pinned run as well as against the rolling baseline, with the same rule, so slow drift that
 each rolling step lets through fails once it adds up to the threshold. No baseline (missing
 file, empty storage) and no reference passes and says so.
@@ -254,6 +254,23 @@ def software_differences(baseline: dict, current: dict) -> list[str]:
     return diffs
 
 
+def gpu_uuids(run: dict) -> list[str]:
+    """The physical GPUs a run timed on: its workers' (attn_bench.run) or its own, where recorded."""
+    shards = (run.get("attn_suite") or {}).get("shards") or []
+    uuids = {s.get("gpu_uuid") for s in shards} - {None}
+    return sorted(uuids or {(run["machine_info"].get("gpu") or {}).get("uuid")} - {None})
+
+
+def other_gpus(baseline: dict, current: dict) -> str | None:
+    """A note when both runs recorded their GPUs' UUIDs and these differ, else None."""
+    old, new = gpu_uuids(baseline), gpu_uuids(current)
+    if not old or not new or old == new:
+        return None
+    return (f"GPU: the runs timed on different GPUs of this model ({', '.join(old)} -> {', '.join(new)}); "
+            "two GPUs of one model can differ by a few percent, which the baseline rerun on this machine "
+            "(--baseline-rerun) takes out")
+
+
 def pooled_outcomes(runs: list[dict]) -> tuple[dict, dict, dict]:
     """(ran, skipped, failed) over several current runs of the same code.
 
@@ -432,7 +449,7 @@ def gate_markdown(comparisons: dict[str, list[CellVerdict]], rule: Rule, files: 
     lines = [f"## Regression gate: {summary(comparisons, rule)}", ""]
     lines += [", ".join(f"{label} `{name}`" for label, name in files.items() if name) + ".", ""]
     if software:
-        lines += ["Software differences (information only): " + "; ".join(software), ""]
+        lines += ["Machine and software differences (information only): " + "; ".join(software), ""]
     for label, verdicts in comparisons.items():
         lines += [f"Against the {label}:", "",
                   f"| status | cell | {label} ms | current ms | change | {rule.confidence:.0%} interval | note |",
@@ -669,6 +686,10 @@ def _run_compare(args) -> int:
         software += [f"{d} (vs the {label})" for d in diffs]
         for diff in diffs:
             print(f"info: software differs: {diff} (vs the {label})")
+        gpus = other_gpus(run, currents[0])
+        if gpus:
+            software.append(f"{gpus} (vs the {label})")
+            print(f"info: {gpus} (vs the {label})")
         comparisons[label] = compare(run, currents, rule, args.cells)
         if label == "baseline" and base_reruns:
             comparisons[label] = confirm_interleaved(comparisons[label], [r for _, r in base_reruns],

@@ -335,7 +335,9 @@ class Shard:
 
     def record(self) -> dict:
         """The shard's entry in attn_suite["shards"]."""
-        return {"shard": self.index, "gpu": self.gpu, "cells": self.cells, "wall_s": self.wall_s,
+        gpu = ((self.run or {}).get("machine_info") or {}).get("gpu") or {}
+        return {"shard": self.index, "gpu": self.gpu, "gpu_uuid": gpu.get("uuid"), "cells": self.cells,
+                "wall_s": self.wall_s,
                 "exit_code": self.exit_code, "crashed": self.crashed, "interrupted": self.interrupted,
                 "restart_of": self.restart_of,
                 "estimated_s": round(self.estimated_s, 1), "from_progress_file": self.from_progress,

@@ -117,6 +117,39 @@ def test_software_differences_are_information_only(runs):
     assert "info: software differs: torch: 2.5.0 -> " in proc.stdout
 
 
+def test_runs_on_other_gpus_of_the_model_are_information_only(runs):
+    def on(*uuids):
+        def edit(data):
+            data["machine_info"]["gpu"]["uuid"] = uuids[0]
+            if len(uuids) > 1:  # a runner's run: one worker per GPU
+                data["attn_suite"]["shards"] = [{"shard": i, "gpu_uuid": u} for i, u in enumerate(uuids)]
+        return edit
+    base = _edited(runs, "base-gpu-a.json", on("GPU-a"))
+    for name, edit, other in [("same-gpu-a.json", on("GPU-a"), False), ("same-gpu-b.json", on("GPU-b"), True),
+                              ("same-gpus-ab.json", on("GPU-a", "GPU-b"), True)]:
+        proc = run_module("attn_bench.gate", "compare", base, _edited(runs, name, edit), "--threshold", CPU_THRESHOLD)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert ("info: GPU: the runs timed on different GPUs" in proc.stdout) == other, (name, proc.stdout)
+    assert "(GPU-a -> GPU-a, GPU-b)" in proc.stdout
+    # runs that recorded no UUID (before it was recorded, or on the CPU) say nothing
+    proc = run_module("attn_bench.gate", "compare", runs.base, base, "--threshold", CPU_THRESHOLD)
+    assert "different GPUs" not in proc.stdout
+
+
+def test_gpu_uuid_is_written_as_nvidia_smi_shows_it():
+    from types import SimpleNamespace
+
+    from attn_bench.envinfo import gpu_uuid
+
+    class Uuid:  # torch's _CUuuid prints the bare UUID
+        def __str__(self):
+            return "58b2c1d0-0000-1111-2222-333344445555"
+
+    assert gpu_uuid(SimpleNamespace(uuid=Uuid())) == "GPU-58b2c1d0-0000-1111-2222-333344445555"
+    assert gpu_uuid(SimpleNamespace(uuid="GPU-1")) == "GPU-1"
+    assert gpu_uuid(SimpleNamespace()) is None  # a torch that does not report it
+
+
 def test_benchmark_compare_refuses_other_gpu_model(runs):
     other = _edited(runs, "h200.json", lambda d: d["machine_info"]["gpu"].update(gpu="NVIDIA H200"))
     proc = run_suite(runs.dir / "unused.json", "--attn-impl", "native", *CELLS, f"--benchmark-compare={other}")

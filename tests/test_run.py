@@ -129,6 +129,7 @@ def test_merge_unions_the_shards():
     lost = {"test": cell("native-plain-3136-eager"), "when": "crash", "message": "worker 1 died"}
     b.lost.append(lost)
     a.run["attn_suite"]["matmul_peak_tflops"], b.run["attn_suite"]["matmul_peak_tflops"] = None, 700.0
+    a.run["machine_info"]["gpu"]["uuid"] = "GPU-a"
     merged = run.merge_shards([a, b], wall_s=12.34, runner={"workers": 2})
     assert [x["fullname"] for x in merged["benchmarks"]] == [cell("native-plain-196-eager"),
                                                              cell("native-softcap-196-eager")]
@@ -141,6 +142,7 @@ def test_merge_unions_the_shards():
     assert suite["wall_s"] == 12.3 and suite["runner"] == {"workers": 2}
     assert [(s["shard"], s["gpu"], s["cells"], s["wall_s"], s["exit_code"]) for s in suite["shards"]] == [
         (0, "0", a.cells, 5.0, 0), (1, "1", b.cells, 6.0, 1)]
+    assert [s["gpu_uuid"] for s in suite["shards"]] == ["GPU-a", None]  # each worker's GPU, where recorded
     assert suite["cell_wall_s"] == {cell("native-plain-196-eager"): 2.0}
     assert a.run["attn_suite"]["failed"] == []  # the shards' runs are not changed
     ran, skipped, failed = outcomes(merged)
