@@ -30,9 +30,11 @@ def pytest_addoption(parser):
                     help="model sizes: 'full' (the study's), 'smoke' (tiny, for CPU); "
                          "auto = full on CUDA, smoke on CPU")
     group.addoption("--attn-rounds", type=int, default=None,
-                    help="timed rounds per cell (default: 20 full, 3 smoke)")
+                    help="timed rounds per cell (default: {} full, {} smoke)".format(
+                        DEFAULT_ROUNDS["full"][0], DEFAULT_ROUNDS["smoke"][0]))
     group.addoption("--attn-warmup", type=int, default=None,
-                    help="untimed warm-up rounds after the parity steps (default: 5 full, 1 smoke)")
+                    help="untimed warm-up rounds after the parity steps (default: {} full, {} smoke)".format(
+                        DEFAULT_ROUNDS["full"][1], DEFAULT_ROUNDS["smoke"][1]))
     group.addoption("--attn-bare-loop", action="store_true",
                     help="also time one step with a bare perf_counter before each timed round, interleaved "
                          "(extra_info.bare_loop_median_ms): checks the instrument, not the order")
