@@ -38,9 +38,10 @@ settings (profile, rounds, warmup, slowdown, iterations, steps_per_round; a sett
 when both runs recorded it; `--allow-injected-slowdown` lets only a current run carry an
 `--attn-slowdown` that the baseline lacks, to test the gate), a run without per-round times,
 and a selection (`--cells`) that matches no cell. Software differences (libraries, driver,
-CUDA, cuDNN) and another GPU of the same model (by UUID) are printed as information only. `--reference REF.json` gates against a fixed,
-pinned run as well as against the rolling baseline, with the same rule, so slow drift that
-each rolling step lets through fails once it adds up to the threshold. No baseline (missing
+CUDA, cuDNN) and another GPU of the same model (by UUID) are printed as information only.
+`--reference REF.json` gates against a fixed, pinned run as well as against the rolling
+baseline, with the same rule, so slow drift that each rolling step lets through fails once it
+adds up to the threshold. No baseline (missing
 file, empty storage) and no reference passes and says so.
 
 Measured on the H200 (`results/h200/2026-11-30/`: runs of native, sdpa_cudnn, flex and fa4, plain, both
@@ -444,12 +445,12 @@ def verdict_json(comparisons: dict[str, list[CellVerdict]], rule: Rule, files: d
 
 
 def gate_markdown(comparisons: dict[str, list[CellVerdict]], rule: Rule, files: dict,
-                  software: list[str]) -> str:
+                  differences: list[str]) -> str:
     """The comparison as a markdown section."""
     lines = [f"## Regression gate: {summary(comparisons, rule)}", ""]
     lines += [", ".join(f"{label} `{name}`" for label, name in files.items() if name) + ".", ""]
-    if software:
-        lines += ["Machine and software differences (information only): " + "; ".join(software), ""]
+    if differences:
+        lines += ["Machine and software differences (information only): " + "; ".join(differences), ""]
     for label, verdicts in comparisons.items():
         lines += [f"Against the {label}:", "",
                   f"| status | cell | {label} ms | current ms | change | {rule.confidence:.0%} interval | note |",
@@ -679,16 +680,16 @@ def _run_compare(args) -> int:
         base_path, base = against["baseline"]
         check_comparable(base, run, str(base_path), str(path))
 
-    comparisons, software = {}, []
+    comparisons, differences = {}, []
     for label, (path, run) in against.items():
         print(f"{label} {path} vs current {cur_names} ({gpu_model(currents[0])})")
         diffs = software_differences(run, currents[0])
-        software += [f"{d} (vs the {label})" for d in diffs]
+        differences += [f"{d} (vs the {label})" for d in diffs]
         for diff in diffs:
             print(f"info: software differs: {diff} (vs the {label})")
         gpus = other_gpus(run, currents[0])
         if gpus:
-            software.append(f"{gpus} (vs the {label})")
+            differences.append(f"{gpus} (vs the {label})")
             print(f"info: {gpus} (vs the {label})")
         comparisons[label] = compare(run, currents, rule, args.cells)
         if label == "baseline" and base_reruns:
@@ -712,7 +713,7 @@ def _run_compare(args) -> int:
         files["baseline_reruns"] = ", ".join(str(p) for p, _ in base_reruns)
     _write_json(args.json, verdict_json(comparisons, rule, files, rerun_args, base_commit))
     if args.markdown:
-        Path(args.markdown).write_text(gate_markdown(comparisons, rule, files, software), encoding="utf-8")
+        Path(args.markdown).write_text(gate_markdown(comparisons, rule, files, differences), encoding="utf-8")
     return 1 if any(v.failed for vs in comparisons.values() for v in vs) else 0
 
 

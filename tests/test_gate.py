@@ -127,9 +127,12 @@ def test_runs_on_other_gpus_of_the_model_are_information_only(runs):
     base = _edited(runs, "base-gpu-a.json", on("GPU-a"))
     for name, edit, other in [("same-gpu-a.json", on("GPU-a"), False), ("same-gpu-b.json", on("GPU-b"), True),
                               ("same-gpus-ab.json", on("GPU-a", "GPU-b"), True)]:
-        proc = run_module("attn_bench.gate", "compare", base, _edited(runs, name, edit), "--threshold", CPU_THRESHOLD)
+        markdown = runs.dir / f"{name}.md"
+        proc = run_module("attn_bench.gate", "compare", base, _edited(runs, name, edit), "--threshold", CPU_THRESHOLD,
+                          "--markdown", markdown)
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert ("info: GPU: the runs timed on different GPUs" in proc.stdout) == other, (name, proc.stdout)
+        assert ("GPU: the runs timed on different GPUs" in markdown.read_text()) == other, name
     assert "(GPU-a -> GPU-a, GPU-b)" in proc.stdout
     # runs that recorded no UUID (before it was recorded, or on the CPU) say nothing
     proc = run_module("attn_bench.gate", "compare", runs.base, base, "--threshold", CPU_THRESHOLD)
