@@ -45,6 +45,23 @@ NO_MASK = ("{name}'s flash_attn_func takes no mask, only `causal` and a 1-D `win
            "token sequence, which cannot express a 2-D window on the patch grid")
 
 
+def let_aot_autograd_cache_autograd_functions() -> None:
+    """FA2's and FA3's `flash_attn_func` is a `torch.autograd.Function` around their custom ops.
+    Dynamo traces its forward and backward into the graph, and AOTAutograd's cache then bypasses
+    the whole graph unless `autograd_cache_allow_custom_autograd_functions` is set (off by default
+    in torch 2.11 and 2.14): each run traced the model's forward and backward again, a first step
+    of 12-14 s per compiled cell at seq 196 on the H200 with a warm cache, against 3-4 s for native's
+    (results/h200/2026-12-02/session11/). The traced subgraphs are part of the cache key, so graphs
+    of other code or settings get other keys (pytorch/pytorch#149751 made the flag for this).
+    Process-wide, like the SDPA adapters' marking: a later cell of the same worker whose graph holds
+    another library's autograd.Function (xFormers', TE's) is cached too, which is as safe; only its
+    compile time can change.
+    """
+    import torch._functorch.config
+
+    torch._functorch.config.autograd_cache_allow_custom_autograd_functions = True
+
+
 def _factory(module: str, outside_graph: bool = False):
     """Factory calling `module.flash_attn_func` with the variant's softcap.
 
@@ -54,6 +71,8 @@ def _factory(module: str, outside_graph: bool = False):
     def factory(variant: str, shape: AttnShape):
         flash_attn_func = importlib.import_module(module).flash_attn_func
         softcap = SOFTCAP if variant == "softcap" else 0.0
+        if not outside_graph:
+            let_aot_autograd_cache_autograd_functions()
 
         def flash_attention(q_bshd, k_bshd, v_bshd):
             result = flash_attn_func(q_bshd, k_bshd, v_bshd, softcap=softcap)

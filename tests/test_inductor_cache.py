@@ -1,6 +1,9 @@
-"""--attn-inductor-cache: one Inductor cache folder per implementation, kept between runs; and the
-SDPA adapters' graphs in AOTAutograd's cache, one entry per pinned backend."""
+"""--attn-inductor-cache: one Inductor cache folder per implementation, kept between runs; the
+SDPA adapters' graphs in AOTAutograd's cache, one entry per pinned backend; and the traced
+FlashAttention adapters' graphs, which hold an autograd.Function, in that cache too."""
 from __future__ import annotations
+
+import sys
 
 import pytest
 import torch
@@ -67,3 +70,76 @@ def test_pinned_sdpa_graphs_are_cached_apart(tmp_path):
     assert _aot_cache_and_flash(math, tmp_path) == ("miss", False)
     assert _aot_cache_and_flash(flash, tmp_path) == ("hit", True)
     assert _aot_cache_and_flash(math, tmp_path) == ("hit", False)
+
+
+# A stand-in with FA2's structure (flash_attn_interface.FlashAttnFunc): custom ops for the kernels,
+# called from a torch.autograd.Function that saves its inputs and returns the gradients.
+@torch.library.custom_op("attn_bench_stand_in::flash_fwd", mutates_args=(), device_types="cpu")
+def _flash_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    return torch.softmax(q.transpose(1, 2) @ k.permute(0, 2, 3, 1) * q.shape[-1] ** -0.5, -1).matmul(
+        v.transpose(1, 2)).transpose(1, 2).contiguous()
+
+
+@_flash_fwd.register_fake
+def _(q, k, v):
+    return q.new_empty(q.shape)  # contiguous, as the kernel's output
+
+
+@torch.library.custom_op("attn_bench_stand_in::flash_bwd", mutates_args=("dq", "dk", "dv"), device_types="cpu")
+def _flash_bwd(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+               dq: torch.Tensor, dk: torch.Tensor, dv: torch.Tensor) -> None:
+    q, k, v, dout = (t.transpose(1, 2) for t in (q, k, v, dout))
+    scale = q.shape[-1] ** -0.5
+    p = torch.softmax(q @ k.transpose(-1, -2) * scale, -1)
+    dp = dout @ v.transpose(-1, -2)
+    ds = p * (dp - (dp * p).sum(-1, keepdim=True)) * scale
+    for grad, value in zip((dq, dk, dv), (ds @ k, ds.transpose(-1, -2) @ q, p.transpose(-1, -2) @ dout)):
+        grad.copy_(value.transpose(1, 2))
+
+
+class _FlashAttnFunc(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v):
+        ctx.save_for_backward(q, k, v)
+        return torch.ops.attn_bench_stand_in.flash_fwd(q, k, v)
+
+    @staticmethod
+    def backward(ctx, dout):
+        q, k, v = ctx.saved_tensors
+        dq, dk, dv = (torch.empty_like(t) for t in (q, k, v))
+        torch.ops.attn_bench_stand_in.flash_bwd(dout, q, k, v, dq, dk, dv)
+        return dq, dk, dv
+
+
+def _aot_cache_verdicts(attention, root) -> list[str]:
+    """The AOT-autograd cache's verdict on two cells (fresh state each) that compile `attention`."""
+    verdicts = []
+    for _ in range(2):
+        _compile(attention, root, "fa_stand_in")
+        counters = torch._dynamo.utils.counters["aot_autograd"]
+        verdicts.append(next(k.removeprefix("autograd_cache_") for k in (
+            "autograd_cache_hit", "autograd_cache_miss", "autograd_cache_bypass") if counters.get(k)))
+    return verdicts
+
+
+def test_flash_adapters_let_aot_autograd_cache_their_autograd_function(tmp_path, monkeypatch):
+    import torch._functorch.config
+
+    from attn_impls.flash import _factory
+    from attn_impls.native import attention_math
+
+    monkeypatch.setattr(torch._functorch.config, "autograd_cache_allow_custom_autograd_functions", False)
+    stand_in = type(sys)("stand_in_flash_graph")
+    stand_in.flash_attn_func = lambda q, k, v, softcap=0.0: _FlashAttnFunc.apply(q, k, v)
+    monkeypatch.setitem(sys.modules, "stand_in_flash_graph", stand_in)
+    bhsd_to_bshd = lambda attention: lambda q, k, v: attention(*(t.transpose(1, 2) for t in (q, k, v))).transpose(1, 2)  # noqa: E731
+
+    # torch's default: the graph holds an autograd.Function, so every run bypasses the cache ...
+    assert _aot_cache_verdicts(bhsd_to_bshd(stand_in.flash_attn_func), tmp_path / "bare") == ["bypass", "bypass"]
+    # ... the traced adapter (FA2, FA3) opts in, and a second run is served from the cache,
+    attention = bhsd_to_bshd(_factory("stand_in_flash_graph")("plain", SHAPE))
+    assert _aot_cache_verdicts(attention, tmp_path / "adapter") == ["miss", "hit"]
+    # with the stand-in's gradients, which match the math reference's.
+    q = torch.randn(1, SHAPE.heads, SHAPE.seq_len, SHAPE.head_dim, requires_grad=True)
+    expected = torch.autograd.grad(attention_math(q, q, q, "plain").sum(), q)[0]
+    assert torch.allclose(torch.autograd.grad(torch.compile(attention)(q, q, q).sum(), q)[0], expected, atol=1e-5)

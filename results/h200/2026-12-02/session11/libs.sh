@@ -8,7 +8,9 @@
 # Start it as ../../2026-12-01/session8/matrix.sh says: stash .gpu/1..6 (one run each, results/ held
 # back except this script, ../../2026-12-01/driver.sh, ../../2026-12-01/matrix/poll.sh and
 # ../../2026-12-01/session3/fa2_install.sh), then, carrying .gpu/7 and .gpu/fa2wheel,
-#   bash .gpu/7/stash && bash results/h200/2026-12-01/session3/fa2_install.sh .gpu/fa2wheel/*.whl &&
+#   (setsid nohup bash -c 'bash .gpu/7/stash > /root/gpu/stash7.log 2>&1; touch /root/gpu/stash7.done' &);
+#   until [ -e /root/gpu/env-xformers ]; do sleep 1; done;   # stash 7 then builds TE (~2 min), in the background
+#   bash results/h200/2026-12-01/session3/fa2_install.sh .gpu/fa2wheel/*.whl &&
 #   (DEADLINE=$(( $(date +%s) + SECONDS_LEFT )) setsid nohup bash results/h200/2026-12-02/session11/libs.sh > /root/gpu/driver.log 2>&1 &)
 # and poll with RES=/root/gpu/res bash results/h200/2026-12-01/matrix/poll.sh 540.
 set -uo pipefail
@@ -23,6 +25,8 @@ matrix() {  # matrix NAME "SETS" IMPLS RUNNER_ARGS... -- PYTEST_ARGS...: the tra
 group() {  # group NAME "SETS" IMPLS WARM_S: cold fill, then the warm run if WARM_S seconds are left
   local name=$1 sets=$2 impls=$3 warm_s=$4
   matrix "$name-cold" "$sets" "$impls" --workers-per-gpu 2 -- $TRAIN --attn-rounds 2 --attn-warmup 0
+  # no warm run while TE's build (stash 7, in the background) takes the CPU
+  until [ -e /root/gpu/stash7.done ] || [ "$(date +%s)" -ge "$DEADLINE" ]; do sleep 5; done
   MIN_LEFT_S=$warm_s matrix "$name-warm" "$sets" "$impls" -- $TRAIN
 }
 group lib "fa3 xformers" fa3,xformers,xformers_cutlass,xformers_flash,xformers_flash3 330
