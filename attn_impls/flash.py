@@ -49,10 +49,11 @@ def let_aot_autograd_cache_autograd_functions() -> None:
     """FA2's and FA3's `flash_attn_func` is a `torch.autograd.Function` around their custom ops.
     Dynamo traces its forward and backward into the graph, and AOTAutograd's cache then bypasses
     the whole graph unless `autograd_cache_allow_custom_autograd_functions` is set (off by default
-    in torch 2.11 and 2.14): each run traced the model's forward and backward again, a first step
-    of 12-14 s per compiled cell at seq 196 on the H200 with a warm cache, against 3-4 s for native's
-    (results/h200/2026-12-02/session11/). The traced subgraphs are part of the cache key, so graphs
-    of other code or settings get other keys (pytorch/pytorch#149751 made the flag for this).
+    in torch 2.14, the CPU's), and each run traces the model's forward and backward again. On the H200,
+    with Inductor's graphs served from a warm cache, the first step still took 12-14 s per compiled
+    FA2/FA3 cell at seq 196, against 3-4 s for native's (results/h200/2026-12-02/session11/; the
+    saving from this opt-in is not measured there yet). The traced subgraphs are part of the cache
+    key, so graphs of other code or settings get other keys (pytorch/pytorch#149751 made the flag).
     Process-wide, like the SDPA adapters' marking: a later cell of the same worker whose graph holds
     another library's autograd.Function (xFormers', TE's) is cached too, which is as safe; only its
     compile time can change.
