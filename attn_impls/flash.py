@@ -10,7 +10,8 @@ library's own `softcap=` argument. No masks: neighborhood is not expressible.
   depending on the release: both are handled.
 - FA4 is JIT-compiled CuTe DSL and registers no custom op; under torch.compile
   it runs outside the graph (`torch.compiler.disable`), with a graph break around
-  it (`graph_breaks` = 1 per compiled fa4/plain cell in results/h200/2026-11-30/g-same-*.json).
+  it (`graph_breaks` = 1 per compiled fa4/plain cell compiled per block, results/h200/2026-11-30/
+  g-same-*.json; 5 per compiled fa4 cell compiled whole, results/h200/2026-12-02/session11/).
 - flash-attn 2 and flash-attn-4 share the `flash_attn` package name: with only
   FA4 installed, `flash_attn` is a namespace package without `flash_attn_func`.
 """
