@@ -307,8 +307,7 @@ class Suite:
         # The timed model's own first step: per block it reuses the parity model's compiled block,
         # compiled whole it compiles again (24 blocks at seq 196 are a bigger graph than 2).
         with clock("first_step"):
-            first_step_s, compile_cache, kernels = self._first_call_and_kernels(cell, step, backward=True,
-                                                                                own_visible=True)
+            first_step_s, caches, kernels = self._first_call_and_kernels(cell, step, backward=True, own_visible=True)
 
         steps = STEPS_PER_ROUND[self.profile]
         step.sync_every = steps
@@ -350,7 +349,7 @@ class Suite:
             "peak_gib": peak_gib(self.device),
             "parity_first_step_s": model_report.first_step_s,
             "first_step_s": first_step_s,
-            "compile_cache": compile_cache,
+            **caches,
             "graph_breaks": sum(torch._dynamo.utils.counters["graph_break"].values()),
             "model_flops": train_step_flops(cfg),
             **kernels.as_dict(),
@@ -435,7 +434,7 @@ class Suite:
         with clock("build"):
             step = self.new_infer_step(cell, attention)
         with clock("first_step"):
-            first_step_s, compile_cache, kernels = self._first_call_and_kernels(
+            first_step_s, caches, kernels = self._first_call_and_kernels(
                 cell, step, backward=False, own_visible=own_names_visible(cell.impl, self.device))
         steps = STEPS_PER_ROUND[self.profile]
         with clock("timed"):
@@ -447,7 +446,7 @@ class Suite:
             **self._cell_fields(cell),
             "depth": cfg.depth,
             "first_step_s": first_step_s,
-            "compile_cache": compile_cache,
+            **caches,
             "graph_breaks": sum(torch._dynamo.utils.counters["graph_break"].values()),
             "model_flops": forward_flops(cfg),
             **kernels.as_dict(),
@@ -498,7 +497,7 @@ class Suite:
         cuda, bare = self.device.startswith("cuda"), None
         with float32_matmul_precision(TIMED_MATMUL_PRECISION):
             with clock("first_step"):
-                first_call_s, compile_cache, kernels = self._first_call_and_kernels(
+                first_call_s, caches, kernels = self._first_call_and_kernels(
                     cell, call, backward, own_visible=own_names_visible(cell.impl, self.device))
             calls = kernel_bench.size_rounds(call, self.device)
             group = f"attention-{cell.seq_len}-{cell.mode}-{cell.direction}"
@@ -517,7 +516,7 @@ class Suite:
             **self._cell_fields(cell),
             "direction": cell.direction,
             "first_call_s": first_call_s,
-            "compile_cache": compile_cache,
+            **caches,
             "graph_breaks": sum(torch._dynamo.utils.counters["graph_break"].values()),
             "flops": flops,
             **kernels.as_dict(),
@@ -557,17 +556,17 @@ class Suite:
                 "batch": cfg.batch, "heads": cfg.heads, "head_dim": cfg.head_dim}
 
     def _first_call_and_kernels(self, cell: Cell, fn, backward: bool, own_visible: bool):
-        """Time `fn`'s first call (compilation included in compiled cells), read Inductor's cache
-        state, then profile one more call and check its kernels (`check_kernels`' `backward` and
-        `own_visible`); CellFailure if they are wrong. Returns (first call seconds, cache state,
-        kernel check)."""
+        """Time `fn`'s first call (compilation included in compiled cells), read the compile caches'
+        states, then profile one more call and check its kernels (`check_kernels`' `backward` and
+        `own_visible`); CellFailure if they are wrong. Returns (first call seconds, the fields
+        `compile_cache` and `aot_cache`, kernel check)."""
         first_s = kernel_bench.seconds_per_call(fn, self.device, calls=1)
-        compile_cache = inductor_cache_state()
+        caches = {"compile_cache": inductor_cache_state(), "aot_cache": aot_cache_state()}
         names = profiled_names(SyncedRounds(fn, self.device), self.device)
         kernels = check_kernels(cell.impl, names, backward=backward, variant=cell.variant, own_visible=own_visible)
         if not kernels.ok:
             raise CellFailure(kernels.explain())
-        return first_s, compile_cache, kernels
+        return first_s, caches, kernels
 
     def _time_rounds(self, fn, calls: int, benchmark, group: str) -> dict:
         """Time `fn` with `benchmark.pedantic` in rounds of `calls` calls ending with one
@@ -661,6 +660,15 @@ def inductor_cache_state() -> str:
     if not hits and not misses:
         return "none"
     return "mixed" if hits and misses else ("warm" if hits else "cold")
+
+
+def aot_cache_state() -> str:
+    """'hit', 'miss' or 'bypass' from AOTAutograd's cache counters, 'mixed' if graphs differed, 'none'
+    if nothing compiled. 'bypass' means it refused to cache a graph: each process traces its forward
+    and backward again, even when Inductor's cache (`inductor_cache_state`) serves the compiled code."""
+    counters = torch._dynamo.utils.counters["aot_autograd"]
+    seen = [state for state in ("hit", "miss", "bypass") if counters.get(f"autograd_cache_{state}")]
+    return "mixed" if len(seen) > 1 else (seen[0] if seen else "none")
 
 
 def bare_round_ms(step, steps: int, rounds: int) -> list[float]:

@@ -250,6 +250,13 @@ def _speedup(value: float | None, missing: str = "n/a") -> str:
     return missing if value is None else f"{value:.2f}x"
 
 
+def cache_label(info: dict) -> str | None:
+    """A compiled cell's cache state: Inductor's (`compile_cache`), and AOTAutograd's when it bypassed
+    the graph (`aot_cache`), which then traces the forward and backward again in every process."""
+    state = info.get("compile_cache")
+    return f"{state}, AOT bypass" if state and info.get("aot_cache") == "bypass" else state
+
+
 def _compile(row: Row | VarlenRow) -> str:
     if row.compile_s is None:
         return "n/a"
@@ -352,7 +359,7 @@ def tables(merged: Merged, kind: str = TRAIN) -> dict[tuple, list[Row]]:
             p["impl"], p["variant"], merged.source.get(test, ""), median * 1e3,
             ref_eager / median if ref_eager else None, ref_mode / median if ref_mode else None,
             info.get("peak_gib"), info.get("tflops"), kernel_label(info),
-            info.get("study_median_ms"), info.get("compile_s"), info.get("compile_cache"),
+            info.get("study_median_ms"), info.get("compile_s"), cache_label(info),
             info.get("images_per_s"), info.get("tflops_effective"), info.get("pct_of_matmul_peak"),
             info.get("vs_do_bench_pct"), info.get("host_ms"), info.get("device_ms"), info.get("tflops_device")))
     return {key: sorted(groups[key], key=lambda r: r.median_ms)
@@ -427,7 +434,7 @@ def varlen_tables(merged: Merged) -> dict[tuple[str, str], list[VarlenRow]]:
             rows.append(VarlenRow(
                 impl, layout, merged.source.get(test, ""), median * 1e3, ref / median if ref else None,
                 info.get("tokens_per_s"), info.get("images_per_s"), None if padding is None else padding * 100,
-                info.get("peak_gib"), kernel_label(info), info.get("compile_s"), info.get("compile_cache")))
+                info.get("peak_gib"), kernel_label(info), info.get("compile_s"), cache_label(info)))
         out[key] = sorted(rows, key=lambda r: r.median_ms)
     return out
 

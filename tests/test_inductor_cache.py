@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from attn_bench.harness import fresh_cell_state, inductor_cache_state, use_inductor_cache
+from attn_bench.harness import aot_cache_state, fresh_cell_state, inductor_cache_state, use_inductor_cache
 from attn_impls import AttnShape, get_impl
 
 SHAPE = AttnShape(2, 32, 16, "cpu")
@@ -56,10 +56,7 @@ def _aot_cache_and_flash(attention, root) -> tuple[str, bool]:
     compiled, q = _compile(attention, root, "shared")  # one folder for every backend: only the key tells them apart
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
         compiled(q, q, q).sum().backward()
-    counters = torch._dynamo.utils.counters["aot_autograd"]
-    verdict = next((k.removeprefix("autograd_cache_") for k in ("autograd_cache_hit", "autograd_cache_miss",
-                                                                "autograd_cache_bypass") if counters.get(k)), "none")
-    return verdict, any(e.name == "aten::_scaled_dot_product_flash_attention_for_cpu" for e in prof.events())
+    return aot_cache_state(), any(e.name == "aten::_scaled_dot_product_flash_attention_for_cpu" for e in prof.events())
 
 
 def test_pinned_sdpa_graphs_are_cached_apart(tmp_path):
@@ -116,9 +113,7 @@ def _aot_cache_verdicts(attention, root) -> list[str]:
     verdicts = []
     for _ in range(2):
         _compile(attention, root, "fa_stand_in")
-        counters = torch._dynamo.utils.counters["aot_autograd"]
-        verdicts.append(next(k.removeprefix("autograd_cache_") for k in (
-            "autograd_cache_hit", "autograd_cache_miss", "autograd_cache_bypass") if counters.get(k)))
+        verdicts.append(aot_cache_state())
     return verdicts
 
 

@@ -332,8 +332,13 @@ def test_compile_seconds_with_cache_state_in_compiled_tables():
         _cell("flex", "plain", 196, "compiled", 120.0, compile_s=3.5, compile_cache="warm"),
         _cell("fa4", "plain", 196, "compiled", 110.0, compile_s=2.0),
         _cell("flex", "plain", 3136, "compiled", 40.0, compile_s=9.0),  # no cache state recorded
+        _cell("fa3", "plain", 196, "compiled", 112.0, compile_s=15.5, compile_cache="warm", aot_cache="bypass"),
+        _cell("fa2", "plain", 196, "compiled", 114.0, compile_s=4.5, compile_cache="warm", aot_cache="hit"),
     )])
     md = report.markdown_report(merged)
+    # Inductor served the graphs, but AOTAutograd traced the forward and backward again
+    assert _md_row(md, "| fa3 | plain |")["compile s (cache)"] == "15.5 (warm, AOT bypass)"
+    assert _md_row(md, "| fa2 | plain |")["compile s (cache)"] == "4.5 (warm)"
     assert _md_row(md, "| native | plain | this run | 150.00 |")["compile s (cache)"] == "41.2 (cold)"
     assert _md_row(md, "| flex | plain | this run | 120.00 |")["compile s (cache)"] == "3.5 (warm)"
     assert _md_row(md, "| fa4 | plain |")["compile s (cache)"] == "2.0 (cache n/a)"

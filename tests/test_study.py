@@ -93,6 +93,7 @@ def test_compiled_cells_compile_the_whole_model_by_default_and_varlen_cells_each
     # The whole timed model compiles in its own first step, and compile_s counts it with the parity model's.
     info = cells["test_train_step[native-plain-196-compiled]"]
     assert info["first_step_s"] > info["median_ms"] / 1e3 and info["parity_first_step_s"] > 0
+    assert info["compile_cache"] in ("cold", "warm") and info["aot_cache"] in ("miss", "hit")  # no bypass
     first_steps = info["parity_first_step_s"] + info["first_step_s"]
     assert info["compile_s"] == pytest.approx(first_steps - info["median_ms"] / 1e3)
     phases = info["phase_s"]  # where the cell's wall time went
@@ -104,6 +105,7 @@ def test_compiled_cells_compile_the_whole_model_by_default_and_varlen_cells_each
     # The packed varlen cell compiled each block although the whole model was asked for.
     varlen = cells["test_varlen_train_step[sdpa_dense_math-compiled]"]
     assert varlen["compile_scope"] == "block" and varlen["recompiles"] == 0
+    assert varlen["aot_cache"] in ("miss", "hit", "mixed")
     assert varlen["phase_s"]["first_step"] >= varlen["first_step_s"] and "reset" in varlen["phase_s"]
 
 
