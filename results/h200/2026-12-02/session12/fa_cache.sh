@@ -22,6 +22,8 @@ for lib in fa3 fa2; do
     TORCH_LOGS=+torch._inductor.codecache timed "$lib-$phase" "$lib" python3 -m attn_bench.run --gpus 1 \
         --inductor-cache $CACHE --json "$RES/$lib-$phase.json" --workdir "$RES/$lib-$phase" -- tests/test_train_step.py \
         --attn-impl $lib --attn-mode compiled --attn-rounds 2 --attn-warmup 0
+    # whether the graphs were saved at all: a save that fails would also miss in every process
+    echo "$lib-$phase: $(find $CACHE/$lib -type f | wc -l) files, $(du -sh $CACHE/$lib | cut -f1)" >> "$RES/cache-files.txt"
   done
 done
 finish
