@@ -561,7 +561,7 @@ class Suite:
         `own_visible`); CellFailure if they are wrong. Returns (first call seconds, the fields
         `compile_cache` and `aot_cache`, kernel check)."""
         first_s = kernel_bench.seconds_per_call(fn, self.device, calls=1)
-        caches = {"compile_cache": inductor_cache_state(), "aot_cache": aot_cache_state()}
+        caches = compile_cache_fields()
         names = profiled_names(SyncedRounds(fn, self.device), self.device)
         kernels = check_kernels(cell.impl, names, backward=backward, variant=cell.variant, own_visible=own_visible)
         if not kernels.ok:
@@ -660,6 +660,12 @@ def inductor_cache_state() -> str:
     if not hits and not misses:
         return "none"
     return "mixed" if hits and misses else ("warm" if hits else "cold")
+
+
+def compile_cache_fields() -> dict[str, str]:
+    """A cell's record of the compile caches after its first step: `compile_cache` (Inductor's) and
+    `aot_cache` (AOTAutograd's)."""
+    return {"compile_cache": inductor_cache_state(), "aot_cache": aot_cache_state()}
 
 
 def aot_cache_state() -> str:

@@ -53,9 +53,8 @@ from .harness import (
     CellFailure,
     CellSkip,
     PhaseClock,
-    aot_cache_state,
+    compile_cache_fields,
     guarded,
-    inductor_cache_state,
     peak_gib,
     require,
 )
@@ -570,7 +569,7 @@ def _run_varlen_cell(suite, impl: VarlenImpl, mode: str, benchmark, lengths: str
         start = time.perf_counter()
         step()  # compiles in compiled cells
         first_step_s = time.perf_counter() - start
-        compile_cache, aot_cache = inductor_cache_state(), aot_cache_state()
+        caches = compile_cache_fields()
         graphs_after_first = compiled_graphs()
         kernels = check_kernels(impl, profiled_names(step, device))
     if not kernels.ok:
@@ -599,7 +598,7 @@ def _run_varlen_cell(suite, impl: VarlenImpl, mode: str, benchmark, lengths: str
         "padding_fraction": statistics.mean(b.padding_fraction for b in batches),
         "heads": cfg.heads, "head_dim": cfg.head_dim, "depth": cfg.depth,
         "proven_on_hardware": impl.proven_on_hardware, "peak_gib": peak_gib(device),
-        "first_step_s": first_step_s, "compile_cache": compile_cache, "aot_cache": aot_cache,
+        "first_step_s": first_step_s, **caches,
         "compile_scope": VARLEN_COMPILE_SCOPE if compiled else None,
         "graph_breaks": sum(torch._dynamo.utils.counters["graph_break"].values()),
         "recompiles": compiled_graphs() - graphs_after_first,

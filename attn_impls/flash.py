@@ -46,7 +46,7 @@ NO_MASK = ("{name}'s flash_attn_func takes no mask, only `causal` and a 1-D `win
            "token sequence, which cannot express a 2-D window on the patch grid")
 
 
-def let_aot_autograd_cache_autograd_functions() -> None:
+def _let_aot_autograd_cache_autograd_functions() -> None:
     """FA2's and FA3's `flash_attn_func` is a `torch.autograd.Function` around their custom ops.
     Dynamo traces its forward and backward into the graph, and AOTAutograd's cache then bypasses
     the whole graph unless `autograd_cache_allow_custom_autograd_functions` is set (off by default
@@ -74,7 +74,7 @@ def _factory(module: str, outside_graph: bool = False):
         flash_attn_func = importlib.import_module(module).flash_attn_func
         softcap = SOFTCAP if variant == "softcap" else 0.0
         if not outside_graph:
-            let_aot_autograd_cache_autograd_functions()
+            _let_aot_autograd_cache_autograd_functions()
 
         def flash_attention(q_bshd, k_bshd, v_bshd):
             result = flash_attn_func(q_bshd, k_bshd, v_bshd, softcap=softcap)
