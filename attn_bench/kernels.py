@@ -7,9 +7,7 @@ from dataclasses import dataclass
 from torch.profiler import ProfilerActivity, profile
 
 from attn_impls import REGISTRY, AttnImpl
-
-# The kernel label of a cell whose attention the compiler rewrote into another implementation's op.
-REWRITTEN = "rewritten to"
+from attn_tools.runs import REWRITTEN, short_kernel_name
 
 ATTENTION_LIKE = re.compile(r"(?i)attn|attention|fmha|flash|sdp|cudnn|softmax|flex|xformers|triton_tem")
 # Implementations whose own kernels carry no name of theirs on CPU: Inductor compiles flex to a
@@ -131,15 +129,6 @@ class KernelCheck:
         lines.append(f"  attention-looking names seen: {list(self.candidates)}")
         return "\n".join(lines)
 
-
-def short_kernel_name(names) -> str:
-    """The clearest name for tables: a forward op or kernel if any, trimmed of template noise."""
-    if not names:
-        return ""
-    forward = [n for n in names if not re.search(r"(?i)backward|bwd|bprop", n)]
-    name = min(forward or names, key=len)
-    name = re.sub(r"^kernel_cutlass_kernel_|_object_at_.*$|[<(].*$", "", name.removeprefix("void "))
-    return name[:80]
 
 
 def own_names_visible(impl: AttnImpl, device: str) -> bool:

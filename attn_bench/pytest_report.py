@@ -4,7 +4,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from .envinfo import gpu_info
-from .report import SINGLE_RUN_LABEL, merge, text_report
+from attn_tools.report import SINGLE_RUN_LABEL, merge, text_report
 
 
 def terminal_summary(terminalreporter, config) -> None:

@@ -14,7 +14,7 @@ from types import SimpleNamespace
 import pytest
 from benchruns import ENV, ROOT, run_module, run_suite
 
-from attn_bench import gate
+from attn_tools import gate
 
 pytestmark = pytest.mark.suite
 
@@ -22,7 +22,7 @@ CELLS = ("--attn-variant", "plain", "--attn-seq-len", "196", "--attn-mode", "eag
 # Same-code medians of these ~30 ms CPU steps moved by up to ~60% between reruns while another
 # test session shared the 2-core machine, so the CPU tests gate at 150%, and the injected
 # slowdown is +500% (6x): it still fails unless the baseline run was itself >2.4x slower.
-# (The H200 threshold comes from `python -m attn_bench.gate calibrate`, not from these numbers.)
+# (The H200 threshold comes from `python -m attn_tools.gate calibrate`, not from these numbers.)
 CPU_THRESHOLD = "150"
 SLOWDOWN = "5.0"
 H200 = ROOT / "results" / "h200" / "2026-11-30"
@@ -56,26 +56,26 @@ def _edited(runs, name, edit):
 
 
 def test_same_code_rerun_passes(runs):
-    proc = run_module("attn_bench.gate", "compare", runs.base, runs.same, "--threshold", CPU_THRESHOLD)
+    proc = run_module("attn_tools.gate", "compare", runs.base, runs.same, "--threshold", CPU_THRESHOLD)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "gate PASS" in proc.stdout
     assert "native-plain-196-eager" in proc.stdout and "sdpa_math-plain-196-eager" in proc.stdout
 
 
 def test_storage_convenience_compares_the_two_newest(runs):
-    proc = run_module("attn_bench.gate", "compare", "--storage", runs.storage, "--threshold", CPU_THRESHOLD)
+    proc = run_module("attn_tools.gate", "compare", "--storage", runs.storage, "--threshold", CPU_THRESHOLD)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "0001_" in proc.stdout and "0002_" in proc.stdout
-    latest = run_module("attn_bench.gate", "latest", runs.storage)
+    latest = run_module("attn_tools.gate", "latest", runs.storage)
     assert "0002_" in latest.stdout
 
 
 def test_injected_slowdown_fails(runs):
     slow = json.loads(runs.slow.read_text())["benchmarks"][0]
     assert slow["extra_info"]["injected_slowdown_ms"] > 0
-    refused = run_module("attn_bench.gate", "compare", runs.base, runs.slow, "--threshold", CPU_THRESHOLD)
+    refused = run_module("attn_tools.gate", "compare", runs.base, runs.slow, "--threshold", CPU_THRESHOLD)
     assert refused.returncode == 2 and "slowdown: baseline 0.0, current 5.0" in refused.stderr
-    proc = run_module("attn_bench.gate", "compare", runs.base, runs.slow, "--threshold", CPU_THRESHOLD,
+    proc = run_module("attn_tools.gate", "compare", runs.base, runs.slow, "--threshold", CPU_THRESHOLD,
                       "--allow-injected-slowdown")
     assert proc.returncode == 1, proc.stdout + proc.stderr
     line = next(x for x in proc.stdout.splitlines() if "native-plain-196-eager" in x)
@@ -85,7 +85,7 @@ def test_injected_slowdown_fails(runs):
 
 def test_missing_cell_is_lost_coverage(runs, tmp_path):
     markdown = tmp_path / "gate.md"
-    proc = run_module("attn_bench.gate", "compare", runs.base, runs.slow, "--threshold", "1000",
+    proc = run_module("attn_tools.gate", "compare", runs.base, runs.slow, "--threshold", "1000",
                       "--markdown", markdown, "--allow-injected-slowdown")
     assert proc.returncode == 1, proc.stdout + proc.stderr
     line = next(x for x in proc.stdout.splitlines() if "sdpa_math-plain-196-eager" in x)
@@ -105,14 +105,14 @@ def test_skipped_cell_is_lost_coverage_with_its_reason(runs):
 
 def test_other_gpu_model_is_refused(runs):
     other = _edited(runs, "h100.json", lambda d: d["machine_info"]["gpu"].update(gpu="NVIDIA H100 80GB HBM3"))
-    proc = run_module("attn_bench.gate", "compare", other, runs.same)
+    proc = run_module("attn_tools.gate", "compare", other, runs.same)
     assert proc.returncode == 2
     assert "NVIDIA H100 80GB HBM3" in proc.stderr and "'cpu'" in proc.stderr and str(other) in proc.stderr
 
 
 def test_software_differences_are_information_only(runs):
     older = _edited(runs, "old-torch.json", lambda d: d["machine_info"]["libraries"].update(torch="2.5.0"))
-    proc = run_module("attn_bench.gate", "compare", older, runs.same, "--threshold", CPU_THRESHOLD)
+    proc = run_module("attn_tools.gate", "compare", older, runs.same, "--threshold", CPU_THRESHOLD)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "info: software differs: torch: 2.5.0 -> " in proc.stdout
 
@@ -128,14 +128,14 @@ def test_runs_on_other_gpus_of_the_model_are_information_only(runs):
     for name, edit, other in [("same-gpu-a.json", on("GPU-a"), False), ("same-gpu-b.json", on("GPU-b"), True),
                               ("same-gpus-ab.json", on("GPU-a", "GPU-b"), True)]:
         markdown = runs.dir / f"{name}.md"
-        proc = run_module("attn_bench.gate", "compare", base, _edited(runs, name, edit), "--threshold", CPU_THRESHOLD,
+        proc = run_module("attn_tools.gate", "compare", base, _edited(runs, name, edit), "--threshold", CPU_THRESHOLD,
                           "--markdown", markdown)
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert ("info: GPU: the runs timed on different GPUs" in proc.stdout) == other, (name, proc.stdout)
         assert ("GPU: the runs timed on different GPUs" in markdown.read_text()) == other, name
     assert "(GPU-a -> GPU-a, GPU-b)" in proc.stdout
     # runs that recorded no UUID (before it was recorded, or on the CPU) say nothing
-    proc = run_module("attn_bench.gate", "compare", runs.base, base, "--threshold", CPU_THRESHOLD)
+    proc = run_module("attn_tools.gate", "compare", runs.base, base, "--threshold", CPU_THRESHOLD)
     assert "different GPUs" not in proc.stdout
 
 
@@ -165,22 +165,22 @@ def test_benchmark_compare_refuses_other_gpu_model(runs):
 def test_corrupted_baseline_is_a_clear_error(runs):
     truncated = runs.dir / "truncated.json"
     truncated.write_text(runs.base.read_text()[:500])
-    proc = run_module("attn_bench.gate", "compare", truncated, runs.same)
+    proc = run_module("attn_tools.gate", "compare", truncated, runs.same)
     assert proc.returncode == 2
     assert str(truncated) in proc.stderr and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
 
 
 def test_no_baseline_passes_and_says_so(runs, tmp_path):
-    proc = run_module("attn_bench.gate", "compare", tmp_path / "absent.json", runs.same)
+    proc = run_module("attn_tools.gate", "compare", tmp_path / "absent.json", runs.same)
     assert proc.returncode == 0 and "no baseline" in proc.stdout
-    proc = run_module("attn_bench.gate", "compare", "--storage", tmp_path / "empty")
+    proc = run_module("attn_tools.gate", "compare", "--storage", tmp_path / "empty")
     assert proc.returncode == 0 and "no baseline" in proc.stdout
 
 
 def test_spread_suggests_a_threshold(runs, tmp_path):
     markdown = tmp_path / "spread.md"
-    proc = run_module("attn_bench.gate", "spread", runs.base, runs.same, "--markdown", markdown)
+    proc = run_module("attn_tools.gate", "spread", runs.base, runs.same, "--markdown", markdown)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "spread" in proc.stdout and "suggested threshold" in proc.stdout
     assert "| `test_train_step[native-plain-196-eager]` |" in markdown.read_text()
@@ -210,7 +210,7 @@ def _save(path, run) -> str:
 
 
 def _gate(capsys, *args) -> SimpleNamespace:
-    """`python -m attn_bench.gate ARGS` in this process (faster than a subprocess)."""
+    """`python -m attn_tools.gate ARGS` in this process (faster than a subprocess)."""
     rc = gate.main([str(a) for a in args])
     out = capsys.readouterr()
     return SimpleNamespace(rc=rc, stdout=out.out, stderr=out.err)
@@ -539,7 +539,7 @@ def test_interrupted_run_keeps_the_cells_that_finished(tmp_path):
 
 
 def test_cell_params_reads_every_matrix_test_id():
-    from attn_bench.runs import cell_params
+    from attn_tools.runs import cell_params
     assert cell_params("tests/test_train_step.py::test_train_step[sdpa_cudnn-plain-196-eager]") == {
         "impl": "sdpa_cudnn", "variant": "plain", "seq_len": 196, "mode": "eager"}
     assert cell_params("test_infer_step[fa3-softcap-3136-compiled]")["impl"] == "fa3"

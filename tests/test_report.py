@@ -6,8 +6,8 @@ from types import SimpleNamespace
 import pytest
 from benchruns import run_module, run_suite
 
-from attn_bench import gate, report, runs
-from attn_bench.runs import short_name
+from attn_tools import gate, report, runs
+from attn_tools.runs import short_name
 
 pytestmark = pytest.mark.suite
 
@@ -94,7 +94,7 @@ def test_gate_takes_a_run_with_every_kind(smoke):
 
 def test_markdown_and_chart(smoke):
     md, png = smoke.dir / "report.md", smoke.dir / "report.png"
-    proc = run_module("attn_bench.report", smoke.path, "--markdown", md, "--chart", png)
+    proc = run_module("attn_tools.report", smoke.path, "--markdown", md, "--chart", png)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     text = md.read_text()
     assert "### seq_len 196, eager (cpu)" in text
@@ -138,7 +138,7 @@ def test_later_file_wins_and_missing_reference_is_na(smoke):
 def test_bad_input(smoke, tmp_path):
     broken = tmp_path / "broken.json"
     broken.write_text("{\"benchmarks\": [")
-    proc = run_module("attn_bench.report", broken)
+    proc = run_module("attn_tools.report", broken)
     assert proc.returncode == 2 and str(broken) in proc.stderr and "Traceback" not in proc.stderr
     other = json.loads(smoke.path.read_text())
     other["machine_info"]["gpu"]["gpu"] = "NVIDIA H200"

@@ -1,4 +1,4 @@
-"""The multi-worker runner (attn_bench.run): balancing, costs, merging and crash bookkeeping on
+"""The multi-worker runner (attn_tools.run): balancing, costs, merging and crash bookkeeping on
 hand-made data, then real sharded smoke runs on CPU: two workers merged, and a worker killed
 mid-run whose finished cell is kept, running cell reported failed and remaining cell rerun."""
 import json
@@ -11,8 +11,8 @@ from types import SimpleNamespace
 import pytest
 from benchruns import ENV, ROOT, run_module
 
-from attn_bench import report, run
-from attn_bench.runs import RUN_GLOB, latest_runs, outcomes
+from attn_tools import report, run
+from attn_tools.runs import RUN_GLOB, latest_runs, outcomes
 
 pytestmark = pytest.mark.suite
 
@@ -234,7 +234,7 @@ def test_save_run_numbers_like_autosave(tmp_path):
 
 # --- real sharded runs on CPU ------------------------------------------------------------------
 def _runner(tmp_path, *args, env=None):
-    cmd = [sys.executable, "-m", "attn_bench.run", "--json", str(tmp_path / "out.json"),
+    cmd = [sys.executable, "-m", "attn_tools.run", "--json", str(tmp_path / "out.json"),
            "--workdir", str(tmp_path / "work"), *args[:args.index("--")], "--",
            f"--benchmark-storage=file://{tmp_path / 'storage'}", *args[args.index("--") + 1:]]
     proc = subprocess.run(cmd, cwd=ROOT, env=env or ENV, capture_output=True, text=True, timeout=240, check=False)
@@ -277,11 +277,11 @@ def test_two_workers_merge_into_one_run(two_workers):
 
 def test_merged_run_reads_like_any_other(two_workers):
     stored = two_workers.stored[0]
-    proc = run_module("attn_bench.report", stored)
+    proc = run_module("attn_tools.report", stored)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "seq_len 196, eager (cpu)" in proc.stdout
     assert "test_train_step[sdpa_math-softcap-196-eager]: sdpa_math cannot express" in proc.stdout
-    proc = run_module("attn_bench.gate", "latest", stored.parent.parent)
+    proc = run_module("attn_tools.gate", "latest", stored.parent.parent)
     assert proc.stdout.strip() == str(stored), proc.stdout + proc.stderr
 
 
@@ -317,7 +317,7 @@ def test_killed_worker_loses_only_its_running_cell(tmp_path):
     assert first["crashed"] and first["exit_code"] == -9 and first["from_progress_file"] and len(first["cells"]) == 3
     assert again["restart_of"] == 0 and again["cells"] == [cell("native-neighborhood-196-eager")]
     assert again["exit_code"] == 0 and not again["crashed"]
-    proc = run_module("attn_bench.report", r.stored[0])
+    proc = run_module("attn_tools.report", r.stored[0])
     assert proc.returncode == 0 and "Failed cells (1):" in proc.stdout, proc.stdout + proc.stderr
 
 

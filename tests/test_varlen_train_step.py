@@ -4,7 +4,7 @@ import pytest
 import torch
 from cells import run_cell
 
-from attn_bench.runs import CHANGING_ID_SUFFIX
+from attn_tools.runs import CHANGING_ID_SUFFIX
 from attn_bench.varlen import HAZARD_STRATEGIES, FlexLengthHazard, get_varlen_config, run_varlen_cell
 from attn_impls.registry import VARLEN_REGISTRY
 

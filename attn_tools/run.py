@@ -1,6 +1,6 @@
 """Run the selected cells on every GPU of this host: one pytest worker per GPU, one merged run.
 
-    python -m attn_bench.run [--gpus N|all] [--workers-per-gpu K] [--json OUT] [--previous RUN.json]
+    python -m attn_tools.run [--gpus N|all] [--workers-per-gpu K] [--json OUT] [--previous RUN.json]
                              [--workdir DIR] -- <pytest args, e.g. --attn-impl native,flex --attn-seq-len 196>
 
 1. **Collect**: `python -m pytest --collect-only -q <args> tests/test_train_step.py` (or the test
@@ -32,7 +32,7 @@
    caches in one folder per implementation (`harness.use_inductor_cache` says why), Triton's shared,
    so a later run on the same GPU model loads compiled code instead of compiling. Each worker writes
    `shard-N.json`, `shard-N.log` and `shard-N.progress.jsonl` to the work folder. The progress
-   file (this module, loaded into the worker with `-p attn_bench.run`) records each cell as it
+   file (this module, loaded into the worker with `-p attn_tools.run`) records each cell as it
    starts and finishes, with its benchmark entry, so that a worker that dies (killed,
    segfault) loses only the cell it was running.
 5. **Crash**: a cell with no result (not timed, not skipped, not failed) is reported in
@@ -47,7 +47,7 @@
    Shards of different GPU models or suite settings (profile, rounds, warm-up, ...) are not
    merged (exit 2). The run is saved where pytest-benchmark's autosave puts it
    (`.benchmarks/<gpu>/<machine-id>/NNNN_<commit>_<date>.json`, or under `--benchmark-storage`),
-   so `pytest-benchmark compare`, `python -m attn_bench.report` and `python -m attn_bench.gate`
+   so `pytest-benchmark compare`, `python -m attn_tools.report` and `python -m attn_tools.gate`
    read it like any other run; it keeps the per-round times (`stats.data`) that the gate needs,
    as `--benchmark-save-data` would. `--json OUT` writes a copy.
 
@@ -94,8 +94,8 @@ LOG_TAIL_LINES = 15
 REFUSED_ARGS = {
     "--benchmark-json": "use the runner's --json OUT",
     "--benchmark-save": "the runner saves the merged run itself, with autosave's file name",
-    "--benchmark-compare": "gate the merged run afterwards: python -m attn_bench.gate compare BASELINE RUN",
-    "--benchmark-compare-fail": "gate the merged run afterwards: python -m attn_bench.gate compare",
+    "--benchmark-compare": "gate the merged run afterwards: python -m attn_tools.gate compare BASELINE RUN",
+    "--benchmark-compare-fail": "gate the merged run afterwards: python -m attn_tools.gate compare",
     "--benchmark-disable": "the runner times every cell (--benchmark-only)",
     "--benchmark-skip": "the runner times every cell (--benchmark-only)",
     "--collect-only": "the runner collects by itself",
@@ -653,7 +653,7 @@ class Collection:
 def collect(test_paths: list[str], args: list[str], workdir: Path, env: dict) -> Collection:
     """The cells pytest selects for `args`, with the run's header (UsageError with pytest's output)."""
     out = workdir / "collect.json"
-    cmd = [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "attn_bench.run", "-p", "no:cacheprovider",
+    cmd = [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "attn_tools.run", "-p", "no:cacheprovider",
            *args, *test_paths]
     proc = subprocess.run(cmd, env={**env, COLLECT_ENV: str(out)}, capture_output=True, text=True, check=False)
     (workdir / "collect.log").write_text(f"$ {shlex.join(cmd)}\n{proc.stdout}{proc.stderr}", encoding="utf-8")
@@ -693,7 +693,7 @@ def start_worker(shard: Shard, args: list[str], workdir: Path, rootdir: Path, en
     progress = workdir / f"shard-{shard.index}.progress.jsonl"
     log = workdir / f"shard-{shard.index}.log"
     shard.log = str(log)
-    cmd = [sys.executable, "-m", "pytest", "-p", "attn_bench.run", "-p", "no:cacheprovider", *args,
+    cmd = [sys.executable, "-m", "pytest", "-p", "attn_tools.run", "-p", "no:cacheprovider", *args,
            "--benchmark-only", f"--benchmark-json={json_path}",
            # the shard's own autosave stays in the work folder: only the merged run is stored
            f"--benchmark-storage=file://{workdir / f'shard-{shard.index}-storage'}",
@@ -758,8 +758,8 @@ def _restart_depth(shard: Shard, shards: list[Shard]) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m attn_bench.run", description=__doc__.split("\n\n")[0],
-                                usage="python -m attn_bench.run [options] -- <pytest args>")
+    p = argparse.ArgumentParser(prog="python -m attn_tools.run", description=__doc__.split("\n\n")[0],
+                                usage="python -m attn_tools.run [options] -- <pytest args>")
     p.add_argument("--gpus", default="all", help="how many visible GPUs to use: N or 'all' (default)")
     p.add_argument("--workers-per-gpu", type=int, default=1, metavar="K",
                    help="workers per GPU (K > 1 proves sharding on one GPU; it does not measure wall time)")
@@ -820,7 +820,7 @@ def _main(args, pytest_args: list[str], argv: list[str]) -> int:
             for i, cells in enumerate(balance(costs, len(slots))) if cells]
     for i, shard in enumerate(plan):
         shard.index = i
-    print(f"attn_bench.run: {len(found.items)} cells on {gpu}, profile {found.suite.get('profile')}, "
+    print(f"attn_tools.run: {len(found.items)} cells on {gpu}, profile {found.suite.get('profile')}, "
           f"{len(plan)} worker(s); work folder {workdir}")
     print(f"Inductor cache: {cache or 'Inductor default (shared by every implementation)'}")
     print(f"costs: {measured} measured in earlier runs ({', '.join(n for n, _ in previous) or 'none'}), "
@@ -838,7 +838,7 @@ def _main(args, pytest_args: list[str], argv: list[str]) -> int:
         shards, interrupted = e.shards, True
         print("run interrupted: merging the cells that finished; the others are reported failed", file=sys.stderr)
     wall_s = time.perf_counter() - begin
-    runner = {"command": shlex.join(["python", "-m", "attn_bench.run", *argv]),
+    runner = {"command": shlex.join(["python", "-m", "attn_tools.run", *argv]),
               "gpus": sorted({s.gpu for s in plan}, key=str), "workers_per_gpu": args.workers_per_gpu,
               "workers": len(plan), "workdir": str(workdir), "inductor_cache": cache, "interrupted": interrupted,
               "note": note,

@@ -2,14 +2,14 @@
 
 Commands (exit 0 = pass, 1 = the gate failed, 2 = refused or bad input):
 
-    python -m attn_bench.gate compare BASELINE.json CURRENT.json [RERUN.json ...]
+    python -m attn_tools.gate compare BASELINE.json CURRENT.json [RERUN.json ...]
         [--baseline-rerun BASE_RERUN.json ...]
         [--reference REF.json] [--threshold PCT] [--confidence C] [--cells REGEX]
         [--json FILE] [--markdown FILE] [--allow-injected-slowdown]
-    python -m attn_bench.gate compare --storage DIR [...]  # the two newest runs in DIR, by recorded date
-    python -m attn_bench.gate calibrate SAME1.json SAME2.json SAME3.json [--slow SLOW.json ...]
-    python -m attn_bench.gate spread RUN1.json RUN2.json [RUN3.json ...]  # fixed-percentage calibration
-    python -m attn_bench.gate latest DIR                   # the newest run in DIR, by recorded date
+    python -m attn_tools.gate compare --storage DIR [...]  # the two newest runs in DIR, by recorded date
+    python -m attn_tools.gate calibrate SAME1.json SAME2.json SAME3.json [--slow SLOW.json ...]
+    python -m attn_tools.gate spread RUN1.json RUN2.json [RUN3.json ...]  # fixed-percentage calibration
+    python -m attn_tools.gate latest DIR                   # the newest run in DIR, by recorded date
 
 The rule, per cell. r = median(current step times) / median(baseline step times), from the
 per-round times each run recorded (pytest-benchmark's `stats.data`, per step whatever the
@@ -47,7 +47,7 @@ file, empty storage) and no reference passes and says so.
 Measured on the H200 (`results/h200/2026-11-30/`: runs of native, sdpa_cudnn, flex and fa4, plain, both
 lengths, both modes: 16 cells, 20 rounds of 1 step each, the session of 2026-11-30), with the
 defaults (2 %, 95 %, 2000 resamples), by
-`python -m attn_bench.gate calibrate g-same-1.json g-same-2.json g-same-3.json --slow g-slow.json g-slow15.json`:
+`python -m attn_tools.gate calibrate g-same-1.json g-same-2.json g-same-3.json --slow g-slow.json g-slow15.json`:
 
 - false alarms: 0 of 96 same-code cell comparisons (16 cells x 6 ordered pairs of the three
   runs); 0 of 96 after the confirmation rerun. The highest lower end of a same-code interval
@@ -256,7 +256,7 @@ def software_differences(baseline: dict, current: dict) -> list[str]:
 
 
 def gpu_uuids(run: dict) -> list[str]:
-    """The physical GPUs a run timed on: its workers' (attn_bench.run) or its own, where recorded."""
+    """The physical GPUs a run timed on: its workers' (attn_tools.run) or its own, where recorded."""
     shards = (run.get("attn_suite") or {}).get("shards") or []
     uuids = {s.get("gpu_uuid") for s in shards} - {None}
     return sorted(uuids or {(run["machine_info"].get("gpu") or {}).get("uuid")} - {None})
@@ -769,7 +769,7 @@ def _add_rule_options(p: argparse.ArgumentParser) -> None:
 
 def parser() -> argparse.ArgumentParser:
     """The command line's argument parser."""
-    p = argparse.ArgumentParser(prog="python -m attn_bench.gate", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m attn_tools.gate", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
     c = sub.add_parser("compare", help="gate CURRENT against BASELINE (exit 1 on regression or lost coverage)")
     c.add_argument("runs", nargs="*", metavar="BASELINE CURRENT [RERUN ...]",

@@ -1,6 +1,6 @@
 """Study-style tables and a speedup chart from this suite's pytest-benchmark JSON runs.
 
-    python -m attn_bench.report RUN.json [RUN2.json ...] [--markdown FILE] [--chart FILE.png]
+    python -m attn_tools.report RUN.json [RUN2.json ...] [--markdown FILE] [--chart FILE.png]
 
 A section per test kind (KINDS: train step, inference step, attention kernel), each with one
 table per (seq_len, mode), and for attention kernels per (seq_len, mode, direction):
@@ -35,8 +35,7 @@ from datetime import datetime
 from fnmatch import fnmatchcase
 from pathlib import Path
 
-from .kernels import REWRITTEN, short_kernel_name
-from .runs import CHANGING_ID_SUFFIX, RunFileError, gpu_model, load_run, outcomes, run_settings, short_name
+from .runs import REWRITTEN, CHANGING_ID_SUFFIX, RunFileError, gpu_model, load_run, outcomes, run_settings, short_name
 
 MODE_ORDER = ("eager", "compiled")
 TRAIN, INFER, ATTENTION = "train step", "inference step", "attention kernel"
@@ -788,7 +787,7 @@ CHART_XLABEL = "speedup vs native/<same variant> eager"
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status (2 on bad input)."""
-    p = argparse.ArgumentParser(prog="python -m attn_bench.report", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m attn_tools.report", description=__doc__.split("\n\n")[0])
     p.add_argument("runs", nargs="+", metavar="RUN",
                    help="pytest-benchmark JSON files (later files win, but a skip never hides a cell that ran)")
     p.add_argument("--markdown", metavar="FILE", help="also write the tables as markdown")

@@ -6,12 +6,15 @@ their full pytest node id, which is also what `--benchmark-compare` matches on.
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime, timezone
 from pathlib import Path
 
 RUN_GLOB = "[0-9][0-9][0-9][0-9]_*.json"  # pytest-benchmark's autosaved file names
 # Matrix tests and the number of "-"-separated parameters in their ids:
 # impl-variant-seq_len-mode, and -direction for attention-kernel cells.
+# The kernel label of a cell whose attention the compiler rewrote into another implementation's op.
+REWRITTEN = "rewritten to"
 CELL_TESTS = {"test_train_step[": 4, "test_infer_step[": 4, "test_attention[": 5}
 
 
@@ -188,3 +191,12 @@ def latest_runs(folder: str | Path, count: int) -> list[Path]:
     files = folder.rglob(RUN_GLOB) if folder.is_dir() else []
     by_date = sorted((recorded_date(load_run(path), path), str(path), path) for path in files)
     return [path for _, _, path in by_date[-count:]] if count else []
+
+def short_kernel_name(names) -> str:
+    """The clearest name for tables: a forward op or kernel if any, trimmed of template noise."""
+    if not names:
+        return ""
+    forward = [n for n in names if not re.search(r"(?i)backward|bwd|bprop", n)]
+    name = min(forward or names, key=len)
+    name = re.sub(r"^kernel_cutlass_kernel_|_object_at_.*$|[<(].*$", "", name.removeprefix("void "))
+    return name[:80]
