@@ -88,6 +88,7 @@ from .runs import (
     CHANGING_ID_SUFFIX,
     RunFileError,
     cell_params,
+    comparable,
     gpu_model,
     latest_runs,
     load_run,
@@ -212,26 +213,12 @@ def decide(ratio: float, interval: tuple[float, float], threshold_pct: float) ->
 
 def check_comparable(baseline: dict, current: dict, baseline_name: str, current_name: str,
                      allow_injected_slowdown: bool = False) -> None:
-    """GateRefused naming both runs and their values if they must not be compared.
-
-    Different GPU models, or any timing setting both runs recorded with different values
-    (runs.RUN_SETTINGS, runs.CELL_SETTINGS). With `allow_injected_slowdown`, a current run
-    may carry an injected slowdown that a baseline without one lacks (to test the gate).
-    """
-    base_gpu, cur_gpu = gpu_model(baseline), gpu_model(current)
-    if base_gpu != cur_gpu:
+    """GateRefused naming both runs and why, if `runs.comparable` says they must not be compared."""
+    reasons = comparable(baseline, current, allow_injected_slowdown)
+    if reasons:
         raise GateRefused(
-            f"refusing to compare runs of different GPU models: baseline {baseline_name} ran on "
-            f"{base_gpu!r}, current {current_name} on {cur_gpu!r}; keep one baseline per GPU model")
-    base_settings, cur_settings = run_settings(baseline), run_settings(current)
-    ignored = {"slowdown"} if allow_injected_slowdown and not base_settings.get("slowdown") else set()
-    differences = [f"{name}: baseline {base_settings[name]!r}, current {cur_settings[name]!r}"
-                   for name in base_settings
-                   if name in cur_settings and name not in ignored and base_settings[name] != cur_settings[name]]
-    if differences:
-        raise GateRefused(
-            f"refusing to compare runs with different settings (baseline {baseline_name}, current "
-            f"{current_name}): {'; '.join(differences)}; rerun with the baseline's settings")
+            f"refusing to compare baseline {baseline_name} with current {current_name}: "
+            f"{'; '.join(reasons)}; keep one baseline per GPU model and rerun with the baseline's settings")
 
 
 def require_round_times(run: dict, name: str) -> None:

@@ -91,6 +91,27 @@ def run_settings(run: dict) -> dict:
     return settings
 
 
+def comparable(a: dict, b: dict, allow_injected_slowdown: bool = False,
+               labels: tuple[str, str] = ("baseline", "current")) -> list[str]:
+    """Why runs `a` and `b` must not be compared, one reason a line; [] when they may be.
+
+    The one comparability rule of the gate, the report and the runner's merge: the same GPU
+    model, and every timing setting that both runs recorded (RUN_SETTINGS, CELL_SETTINGS) equal.
+    With `allow_injected_slowdown`, `b` may carry an injected slowdown that `a` lacks (to test
+    the gate). `labels` name the two runs in the reasons.
+    """
+    la, lb = labels
+    reasons = []
+    gpu_a, gpu_b = gpu_model(a), gpu_model(b)
+    if gpu_a != gpu_b:
+        reasons.append(f"GPU model: {la} {gpu_a!r}, {lb} {gpu_b!r}")
+    settings_a, settings_b = run_settings(a), run_settings(b)
+    ignored = {"slowdown"} if allow_injected_slowdown and not settings_a.get("slowdown") else set()
+    reasons += [f"{name}: {la} {settings_a[name]!r}, {lb} {settings_b[name]!r}" for name in settings_a
+                if name in settings_b and name not in ignored and settings_a[name] != settings_b[name]]
+    return reasons
+
+
 def recorded_date(run: dict, path: str | Path) -> datetime:
     """When the run was saved (pytest-benchmark's `datetime`, UTC); RunFileError if unrecorded."""
     text = run.get("datetime")
