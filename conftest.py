@@ -259,6 +259,9 @@ def pytest_benchmark_update_json(config, benchmarks, output_json):
         # bf16 dense matmul TFLOP/s, measured once by the first attention-kernel cell on CUDA
         "matmul_peak_tflops": s.matmul_peak_tflops,
         "availability": envinfo.availability(s.device),
+        # False when the run stopped before its selected tests ended (Ctrl-C, an internal error, -x)
+        "complete": getattr(config, "_attn_complete", True),
+        "workers_per_gpu": 1,  # attn_tools.run records its own
         "skipped": config._attn_skipped,
         "failed": config._attn_failed,
     }
@@ -275,6 +278,14 @@ def pytest_benchmark_compare_machine_info(config, benchmarksession, machine_info
         raise pytest.UsageError(
             f"--benchmark-compare: {where} was measured on {saved!r}, this run is on {current!r}; "
             "compare only runs of the same GPU model (storage is kept per GPU model under .benchmarks/<gpu>/)")
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_sessionfinish(session, exitstatus):
+    """Whether the run completed, known before pytest-benchmark's own wrapper saves the JSON."""
+    session.config._attn_complete = (exitstatus not in (pytest.ExitCode.INTERRUPTED, pytest.ExitCode.INTERNAL_ERROR)
+                                     and not session.shouldstop and not session.shouldfail)
+    yield
 
 
 def pytest_terminal_summary(terminalreporter, config):

@@ -149,7 +149,7 @@ def test_merge_unions_the_shards():
     assert len(ran) == 2 and len(skipped) == 1 and failed[cell("native-plain-3136-eager")] == "worker 1 died"
     # the report reads the merged run like any other
     text = report.text_report(report.merge([merged]))
-    assert "native" in text and "Failed cells (2):" in text
+    assert "native" in text and "Failed tests (2):" in text
 
 
 @pytest.mark.parametrize(("edit", "message"), [
@@ -318,7 +318,7 @@ def test_killed_worker_loses_only_its_running_cell(tmp_path):
     assert again["restart_of"] == 0 and again["cells"] == [cell("native-neighborhood-196-eager")]
     assert again["exit_code"] == 0 and not again["crashed"]
     proc = run_module("attn_tools.report", r.stored[0])
-    assert proc.returncode == 0 and "Failed cells (1):" in proc.stdout, proc.stdout + proc.stderr
+    assert proc.returncode == 0 and "Failed tests (1):" in proc.stdout, proc.stdout + proc.stderr
 
 
 INTERRUPT_PLUGIN = '''
