@@ -92,6 +92,11 @@ def test_console_entry_points_and_extras():
     for target in scripts.values():
         module, _, name = target.partition(":")
         assert callable(getattr(importlib.import_module(module), name)), target
+    # setuptools installs only the packages listed, subpackages included
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    packages = {".".join(init.parent.relative_to(ROOT).parts) for top in ("attn_impls", "attn_bench", "attn_tools")
+                for init in (ROOT / top).rglob("__init__.py")}
+    assert packages <= listed, packages - listed
     # pip skips pre-releases unless one is pinned: flash-attn-4 has only those
     (fa4,) = project["optional-dependencies"]["fa4"]
     assert re.fullmatch(r"flash-attn-4==4\.0\.0b\d+", fa4)
