@@ -15,8 +15,8 @@ def terminal_summary(terminalreporter, config) -> None:
 
     The rows are labelled `this run`; the legend gives the run's date, commit, GPU and profile.
     """
-    bench_session = getattr(config, "_benchmarksession", None)
-    benchmarks = [b.as_dict(include_data=False) for b in getattr(bench_session, "benchmarks", []) if b]
+    recorder = getattr(config, "_benchmarksession", None)
+    benchmarks = [b.as_dict(include_data=False) for b in getattr(recorder, "benchmarks", []) if b]
     skipped, failed = getattr(config, "_attn_skipped", []), getattr(config, "_attn_failed", [])
     if not (benchmarks or skipped or failed):
         return
@@ -36,20 +36,20 @@ def terminal_summary(terminalreporter, config) -> None:
     name = str(json_path) if json_path else "this pytest run"
     terminalreporter.write_sep("=", "attention benchmark report")
     terminalreporter.write(text_report(merge([run], names=[name], labels=[SINGLE_RUN_LABEL])))
-    storage = storage_line(bench_session) if benchmarks else None
+    storage = storage_line(recorder) if benchmarks else None
     if storage:
         terminalreporter.write_line(storage)
 
 
-def storage_line(bench_session) -> str | None:
+def storage_line(recorder) -> str | None:
     """Where pytest-benchmark saved the run and how its own tools read that storage, None if not saved.
 
     The suite keeps one storage folder per GPU model (.benchmarks/<gpu-slug>/<machine-id>/NNNN_*.json),
     one level deeper than pytest-benchmark's `list` and `compare` look, hence their `--storage` flag.
     """
-    storage = getattr(bench_session, "storage", None)
+    storage = getattr(recorder, "storage", None)
     path = getattr(storage, "path", None)
-    if path is None or not (getattr(bench_session, "save", None) or getattr(bench_session, "autosave", None)):
+    if path is None or not (getattr(recorder, "save", None) or getattr(recorder, "autosave", None)):
         return None
     try:
         shown = getattr(storage, "location", None) or str(path)

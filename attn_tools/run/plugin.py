@@ -22,7 +22,7 @@ def pytest_configure(config):
 
 
 def empty_run(config) -> dict:
-    """This session's pytest-benchmark JSON without benchmarks, built by the hooks that build the real one.
+    """This pytest run's pytest-benchmark JSON without benchmarks, built by the hooks that build the real one.
 
     machine_info (with conftest's GPU, libraries, numerics), commit_info and attn_suite (its
     settings and availability map): the header of a shard whose worker may die before it
@@ -38,7 +38,7 @@ def empty_run(config) -> dict:
     run = hook.pytest_benchmark_generate_json(config=config, benchmarks=[], include_data=True,
                                              machine_info=machine_info, commit_info=commit_info)
     hook.pytest_benchmark_update_json(config=config, benchmarks=[], output_json=run)
-    return json.loads(safe_dumps(run))  # a snapshot: attn_suite holds the session's live lists
+    return json.loads(safe_dumps(run))  # a snapshot: attn_suite holds the run's live lists
 
 
 class _Collector:
@@ -91,7 +91,7 @@ class _Progress:
             self._write("outcome", outcome=kind, **record)
 
     def pytest_runtest_logfinish(self, nodeid, location):
-        # pytest-benchmark keeps each timed benchmark in its session (what its JSON is made of).
+        # pytest-benchmark keeps each timed benchmark in config._benchmarksession (what its JSON is made of).
         benchmarks = getattr(getattr(self.config, "_benchmarksession", None), "benchmarks", [])
         for bench in benchmarks[self.stored:]:
             if not bench.has_error:
