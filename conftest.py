@@ -10,8 +10,9 @@ from attn_bench import envinfo
 from attn_bench.harness import DEFAULT_ROUNDS, MODES, Suite
 from attn_bench.kernel_bench import DIRECTIONS
 from attn_bench.model import COMPILE_SCOPES, CONFIGS, DEFAULT_COMPILE_SCOPE, SEQ_LENS, TIMED_MATMUL_PRECISION
-from attn_tools.runs import gpu_model, report_outcome
 from attn_impls import REGISTRY, VARIANTS
+from attn_impls.registry import VARLEN_REGISTRY
+from attn_tools.runs import gpu_model, report_outcome
 
 DEFAULT_STORAGE = "file://./.benchmarks"
 
@@ -19,7 +20,8 @@ DEFAULT_STORAGE = "file://./.benchmarks"
 def pytest_addoption(parser):
     group = parser.getgroup("attn", "attention benchmark matrix")
     group.addoption("--attn-impl", default="all",
-                    help=f"comma-separated implementation ids or 'all' ({', '.join(REGISTRY)})")
+                    help=f"comma-separated implementation ids or 'all': matrix cells ({', '.join(REGISTRY)}); "
+                         f"packed-image cells ({', '.join(VARLEN_REGISTRY)})")
     group.addoption("--attn-variant", default="all", help=f"comma-separated variants ({', '.join(VARIANTS)})")
     group.addoption("--attn-seq-len", default="all",
                     help=f"comma-separated sequence lengths ({', '.join(map(str, SEQ_LENS))})")
@@ -69,9 +71,18 @@ def _selection(config, option: str, valid) -> list:
     return chosen
 
 
+def _impl_selection(config) -> tuple[list, list]:
+    """(matrix impls, packed-image impls) that --attn-impl selects; an id names either or both."""
+    valid = list(dict.fromkeys([*REGISTRY, *VARLEN_REGISTRY]))
+    chosen = _selection(config, "attn_impl", valid)
+    return [i for i in chosen if i in REGISTRY], [i for i in chosen if i in VARLEN_REGISTRY]
+
+
 def pytest_configure(config):
+    impls, varlen_impls = _impl_selection(config)
     config._attn_selection = {
-        "impl": _selection(config, "attn_impl", list(REGISTRY)),
+        "impl": impls,
+        "varlen_impl": varlen_impls,
         "variant": _selection(config, "attn_variant", VARIANTS),
         "seq_len": _selection(config, "attn_seq_len", SEQ_LENS),
         "mode": _selection(config, "attn_mode", MODES),
@@ -135,6 +146,7 @@ CPU_COMPILED_NOT_NATIVE_PLAIN = (
 
 
 def pytest_collection_modifyitems(config, items):
+    check_impls_select_cells(config, items)
     train_cells_before_inference_cells(items)
     if config._attn_suite.device != "cpu":
         return
@@ -151,6 +163,33 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason=CPU_COMPILED_NOT_NATIVE_PLAIN))
         elif known_nan and params.get("seq_len") == 3136:
             item.add_marker(pytest.mark.xfail(reason=INDUCTOR_CPU_NAN, strict=False))
+
+
+def check_impls_select_cells(config, items):
+    """UsageError if an --attn-impl id selects none of the collected cells (e.g. a packed-image id
+    with only tests/test_train_step.py collected), naming the ids the collected tests accept. A test
+    that --attn-impl leaves without any implementation (packed-image ids only) is deselected."""
+    if config.getoption("attn_impl") == "all":
+        return
+    uses = {name for item in items for name in ("impl", "varlen_impl") if name in item.fixturenames}
+    empty = [item for item in items if any(
+        name in item.fixturenames and getattr(item, "callspec", None)
+        and item.callspec.params.get(name) not in (*REGISTRY, *VARLEN_REGISTRY) for name in ("impl", "varlen_impl"))]
+    if empty:
+        config.hook.pytest_deselected(items=empty)
+        dropped = set(map(id, empty))
+        items[:] = [item for item in items if id(item) not in dropped]
+    params = [getattr(getattr(item, "callspec", None), "params", {}) for item in items]
+    found = {p.get(name) for p in params for name in ("impl", "varlen_impl")} - {None}
+    if not uses:
+        return  # no test of the matrix collected (e.g. the suite's own unit tests)
+    unused = [i for i in (*config._attn_selection["impl"], *config._attn_selection["varlen_impl"])
+              if i not in found]
+    if unused:
+        valid = [*(REGISTRY if "impl" in uses else ()), *(VARLEN_REGISTRY if "varlen_impl" in uses else ())]
+        raise pytest.UsageError(
+            f"--attn-impl: {', '.join(dict.fromkeys(unused))} selects no collected cell; the collected tests take: "
+            f"{', '.join(dict.fromkeys(valid))}")
 
 
 def train_cells_before_inference_cells(items):
@@ -220,6 +259,9 @@ def pytest_benchmark_update_json(config, benchmarks, output_json):
         # bf16 dense matmul TFLOP/s, measured once by the first attention-kernel cell on CUDA
         "matmul_peak_tflops": s.matmul_peak_tflops,
         "availability": envinfo.availability(s.device),
+        # False when the run stopped before its selected tests ended (Ctrl-C, an internal error, -x)
+        "complete": getattr(config, "_attn_complete", True),
+        "workers_per_gpu": 1,  # attn_tools.run records its own
         "skipped": config._attn_skipped,
         "failed": config._attn_failed,
     }
@@ -236,6 +278,14 @@ def pytest_benchmark_compare_machine_info(config, benchmarksession, machine_info
         raise pytest.UsageError(
             f"--benchmark-compare: {where} was measured on {saved!r}, this run is on {current!r}; "
             "compare only runs of the same GPU model (storage is kept per GPU model under .benchmarks/<gpu>/)")
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_sessionfinish(session, exitstatus):
+    """Whether the run completed, known before pytest-benchmark's own wrapper saves the JSON."""
+    session.config._attn_complete = (exitstatus not in (pytest.ExitCode.INTERRUPTED, pytest.ExitCode.INTERNAL_ERROR)
+                                     and not session.shouldstop and not session.shouldfail)
+    yield
 
 
 def pytest_terminal_summary(terminalreporter, config):

@@ -1,10 +1,12 @@
 """Reports: unit tests on hand-made runs, then a real smoke-profile run (end-of-run tables, markdown, chart)."""
 import json
 import re
+import subprocess
+import sys
 from types import SimpleNamespace
 
 import pytest
-from benchruns import run_module, run_suite
+from benchruns import ROOT, run_module, run_suite
 
 from attn_tools import gate, report, runs
 from attn_tools.runs import short_name
@@ -49,9 +51,18 @@ def test_end_of_run_tables(smoke):
     assert "seq_len 196, eager (cpu)" in out and "speedup vs native/<variant> eager" in out
     assert re.search(r"^native +plain +this run +\d", out, re.M)
     assert "Runs (the run column):" in out and "this run: " in out and "profile smoke" in out
-    assert "Skipped cells (4):" in out  # train, inference, attention fwd and fwd_bwd
-    assert "test_train_step[sdpa_math-softcap-196-eager]: sdpa_math cannot express variant 'softcap'" in out
-    assert "test_attention[sdpa_math-softcap-196-eager-fwd_bwd]: sdpa_math cannot express" in out
+    # train, inference, attention fwd and fwd_bwd: grouped by reason, not a line per cell (pytest -rfE)
+    assert "Skipped tests (4), by reason (the run's JSON lists each: attn_suite.skipped):" in out
+    counts = re.findall(r"^ +(\d+)  sdpa_math cannot express variant 'softcap'", out, re.M)
+    assert sum(map(int, counts)) == 4 and 1 <= len(counts) <= 2, out[-3000:]
+    assert "SKIPPED [" not in out and "sdpa_math-softcap-196-eager" not in out
+    skipped = {s["test"]: s["reason"] for s in smoke.run["attn_suite"]["skipped"]}  # the full list is in the JSON
+    assert len(skipped) == 4 and all("sdpa_math cannot express" in r for r in skipped.values())
+    assert skipped["tests/test_train_step.py::test_train_step[sdpa_math-softcap-196-eager]"]
+    assert smoke.run["attn_suite"]["complete"] is True and smoke.run["attn_suite"]["workers_per_gpu"] == 1
+    # pytest-benchmark's own tools need the one flag, which the run's end names
+    assert re.search(r"^Saved under (.+); pytest-benchmark's own tools read it with: pytest-benchmark --storage \1 "
+                     r"list \| compare 0001 0002$", out, re.M)
     sections = [out.index(f"== {title} ==") for title in ("Train steps", "Inference steps", "Attention kernels")]
     assert sections == sorted(sections) and out.index("seq_len 196, eager, fwd (cpu)") > sections[2]
     assert re.search(r"^sdpa_math +plain +this run +\d", out[sections[2]:], re.M)
@@ -108,7 +119,7 @@ def test_markdown_and_chart(smoke):
     assert row["kernel"] == sdpa["extra_info"]["kernel"]
     assert f"- r1: {smoke.path}, " in text
     assert "| native | plain |" in text and "| 1.00x |" in text
-    assert "`test_train_step[sdpa_math-softcap-196-eager]`: sdpa_math cannot express" in text
+    assert re.search(r"^- +\d+  sdpa_math cannot express variant 'softcap'", text, re.M)
     assert png.read_bytes().startswith(PNG_SIGNATURE)
     assert text.index("## Train steps") < text.index("## Inference steps") < text.index("## Attention kernels")
     infer = _bench(smoke.run, "native", "softcap", "test_infer_step")["extra_info"]
@@ -131,6 +142,7 @@ def test_later_file_wins_and_missing_reference_is_na(smoke):
     assert _row(rows, "native", "softcap").speedup_eager == 1.0  # its own variant's reference still ran
     assert merged.source[native["fullname"]] == "r2"
     assert f"{short_name(native['fullname'])} (r2): gone in the later run" in report.text_report(merged)
+    assert "Failed tests (1):" in report.text_report(merged)
     assert "| sdpa_math | plain |" in report.markdown_report(merged)
     assert "n/a" in report.text_report(merged)
 
@@ -142,7 +154,7 @@ def test_bad_input(smoke, tmp_path):
     assert proc.returncode == 2 and str(broken) in proc.stderr and "Traceback" not in proc.stderr
     other = json.loads(smoke.path.read_text())
     other["machine_info"]["gpu"]["gpu"] = "NVIDIA H200"
-    with pytest.raises(ValueError, match="different GPU models"):
+    with pytest.raises(report.IncomparableRuns, match="differ in GPU model: run 1 'cpu', run 2 'NVIDIA H200'"):
         report.merge([smoke.run, other])
 
 
@@ -297,12 +309,14 @@ def test_the_legend_gives_the_compile_scope_of_compiled_cells():
     new["attn_suite"]["compile_scope"] = "model"
     before_the_option = _made_run(_cell("flex", "plain", 196, "compiled", 110.0))
     eager_only = _made_run(_cell("flex", "plain", 196, "eager", 140.0))
-    text = report.text_report(report.merge([new, before_the_option, eager_only], names=["a", "b", "c"]))
     head = "2026-11-30T06:24:49+00:00, commit 824a0b5cf9, NVIDIA H200, profile full"
-    lines = text.splitlines()
+    lines = report.text_report(report.merge([new, eager_only], names=["a", "c"])).splitlines()
     assert f"  r1: a, {head}, compiled: whole model" in lines
-    assert f"  r2: b, {head}, compiled: per block" in lines
-    assert f"  r3: c, {head}" in lines
+    assert f"  r2: c, {head}" in lines
+    assert f"  this run: b, {head}, compiled: per block" in \
+        report.text_report(report.merge([before_the_option], names=["b"])).splitlines()
+    with pytest.raises(report.IncomparableRuns, match="a and b differ in compile_scope: a 'model', b 'block'"):
+        report.merge([new, before_the_option], names=["a", "b"])
 
 
 def test_single_run_is_labelled_this_run():
@@ -348,9 +362,11 @@ def test_compile_seconds_with_cache_state_in_compiled_tables():
 
 def test_refuses_runs_of_different_profiles_or_gpus():
     full, smoke = _made_run(profile="full"), _made_run(profile="smoke")
-    with pytest.raises(ValueError, match=r"different profiles.*a\.json is 'full', b\.json is 'smoke'"):
+    with pytest.raises(report.IncomparableRuns, match=r"a\.json and b\.json differ in profile: a\.json 'full', "
+                                                      r"b\.json 'smoke'"):
         report.merge([full, smoke], names=["a.json", "b.json"])
-    with pytest.raises(ValueError, match=r"different GPU models.*a\.json is 'NVIDIA H200', c\.json is 'cpu'"):
+    with pytest.raises(ValueError, match=r"a\.json and c\.json differ in GPU model: a\.json 'NVIDIA H200', "
+                                         r"c\.json 'cpu'"):
         report.merge([full, full, _made_run(gpu="cpu")], names=["a.json", "b.json", "c.json"])
     assert report.merge([full, _made_run(profile="full")]).gpu == "NVIDIA H200"
 
@@ -512,9 +528,9 @@ def test_skipped_and_failed_packed_image_cells_are_listed():
     assert list(merged.skipped) == [LENGTHS_ID.format("exact_length")]
     assert list(merged.failed) == [VARLEN_ID.format("sdpa_nested_math", "eager")]
     text = report.text_report(merged)
-    assert ("Skipped cells (1):\n  test_varlen_flex_lengths[exact_length]: runs with --attn-varlen-lengths changing"
-            in text)
-    assert "Failed cells (1):\n  test_varlen_train_step[sdpa_nested_math-eager]: RuntimeError: grad types" in text
+    assert ("Skipped tests (1), by reason (the run's JSON lists each: attn_suite.skipped):\n"
+            "     1  runs with --attn-varlen-lengths changing\n" in text)
+    assert "Failed tests (1):\n  test_varlen_train_step[sdpa_nested_math-eager]: RuntimeError: grad types" in text
     assert "FlexAttention with changing lengths" not in text  # no strategy ran
     assert "- `test_varlen_train_step[sdpa_nested_math-eager]`: RuntimeError" in report.markdown_report(merged)
 
@@ -611,3 +627,122 @@ def test_attention_share_of_the_training_step():
     assert text.index("== Attention kernels ==") < share_table
     assert re.search(r"^sdpa_math +plain +eager +this run +21\.200 +6 +150\.90 +84%$", text[share_table:], re.M)
     assert re.search(r"^native +plain +compiled +this run .* n/a \(other kernel\)$", text[share_table:], re.M)
+
+
+# --- folders, comparability and speedups within one run ----------------------------------------
+def _write(path, run):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(run), encoding="utf-8")
+    return path
+
+
+def _storage(tmp_path, *runs):
+    """A storage folder like the suite's: <gpu-slug>/<machine-id>/NNNN_*.json, plus a gate verdict and an
+    empty file (not runs) and a copy of the first run elsewhere in the folder."""
+    folder = tmp_path / "nvidia-h200"
+    for i, run in enumerate(runs, 1):
+        _write(folder / "Linux-CPython-3.11-64bit" / f"{i:04d}_abc_2026120{i}.json", run)
+    _write(folder / "gate-verdict.json", {"verdicts": []})
+    (folder / "empty.json").write_text("")
+    _write(folder / "copies" / "first.json", runs[0])
+    return folder
+
+
+def test_report_reads_json_without_torch_and_accepts_a_folder(tmp_path):
+    older = _made_run(_cell("native", "plain", 196, "eager", 200.0), _cell("flex", "plain", 196, "eager", 150.0),
+                      when="2026-12-01T00:00:00+00:00")
+    newer = _made_run(_cell("native", "plain", 196, "eager", 210.0), _cell("flex", "plain", 196, "eager", 140.0),
+                      when="2026-12-02T00:00:00+00:00")
+    folder = _storage(tmp_path, newer, older)  # file order differs from date order: the date decides
+    code = ("import runpy, sys; sys.modules['torch'] = None; sys.argv = ['attn-report', *sys.argv[1:]]; "
+            "runpy.run_module('attn_tools.report', run_name='__main__')")
+    proc = subprocess.run([sys.executable, "-c", code, str(folder), "--markdown", str(tmp_path / "r.md")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert re.search(r"^flex +plain +r2 +140\.00 +1\.50x", proc.stdout, re.M), proc.stdout  # latest per cell
+    assert f"  r2: {folder / 'Linux-CPython-3.11-64bit' / '0001_abc_20261201.json'}, 2026-12-02" in proc.stdout
+    assert "empty.json: not valid JSON" in proc.stderr and "gate-verdict.json: not a pytest-benchmark" in proc.stderr
+    assert f"left out {folder / 'copies' / 'first.json'}: the same run as" in proc.stderr
+    assert (tmp_path / "r.md").read_text().count("| flex | plain | r2 |") == 1
+    empty = tmp_path / "none"
+    empty.mkdir()
+    proc = run_module("attn_tools.report", empty)
+    assert proc.returncode == 2 and "no pytest-benchmark run in this folder" in proc.stderr
+
+
+@pytest.mark.parametrize(("setting", "value", "reason"), [
+    ("slowdown", 0.05, "slowdown: "),  # an injected slowdown (gate testing)
+    ("rounds", 2, "rounds: "),  # a 2-round cold run
+])
+def test_incomparable_runs_are_refused_or_left_out_and_listed(tmp_path, setting, value, reason):
+    real = [_made_run(_cell("native", "plain", 196, "eager", 200.0 + i), _cell("flex", "plain", 196, "eager", 150.0),
+                      when=f"2026-12-0{i}T00:00:00+00:00") for i in (1, 3)]
+    for run in real:
+        run["attn_suite"].update(rounds=10, slowdown=0.0)
+    odd = _made_run(_cell("flex", "plain", 196, "eager", 99.0), when="2026-12-02T00:00:00+00:00")
+    odd["attn_suite"].update(rounds=10, slowdown=0.0)
+    odd["attn_suite"][setting] = value
+    folder = _storage(tmp_path, real[0], odd, real[1])
+    proc = run_module("attn_tools.report", folder)
+    assert proc.returncode == 2 and "runs that are not comparable cannot share a report" in proc.stderr
+    assert "0002_abc_20261202.json" in proc.stderr and reason in proc.stderr and "--skip-incomparable" in proc.stderr
+    proc = run_module("attn_tools.report", folder, "--skip-incomparable")
+    assert proc.returncode == 0, proc.stderr
+    assert "99.00" not in proc.stdout and re.search(r"^flex +plain +r2 +150\.00 ", proc.stdout, re.M)
+    assert "Runs left out, not comparable with the newest run (1):" in proc.stdout
+    assert re.search(rf"^  .*0002_abc_20261202\.json: {reason}", proc.stdout, re.M)
+
+
+def test_a_single_run_that_is_not_a_plain_measurement_is_marked():
+    slowed = _made_run(_cell("native", "plain", 196, "eager", 210.0))
+    slowed["attn_suite"].update(slowdown=0.05, complete=False, rounds=2, warmup=0)
+    text = report.text_report(report.merge([slowed], names=["slow.json"]))
+    assert text.startswith("WARNING: this run (slow.json): INJECTED SLOWDOWN of 5% a step (gate testing, not a "
+                           "measurement)\nWARNING: this run (slow.json): INCOMPLETE")
+    assert "profile full, 2 rounds after 0 warm-up, INJECTED SLOWDOWN" in text
+    assert "WARNING" not in report.text_report(report.merge([_made_run(_cell("native", "plain", 196, "eager", 1.0))]))
+
+
+def test_speedups_never_divide_by_another_runs_cell():
+    """A cell's baseline comes from its own run: r2's cells have no native, padded or step cell of their own."""
+    first = _made_run(
+        _cell("native", "plain", 196, "eager", 200.0), _cell("flex", "plain", 196, "eager", 100.0, depth=6),
+        _cell("sdpa_cudnn", "plain", 196, "eager", 100.0),
+        _cell("flex", "plain", 196, "eager", 5.0, test_id=ATTENTION_ID, direction="fwd_bwd"),
+        _varlen_cell("padded_efficient", "eager", 80.0), _varlen_cell("fa3", "eager", 40.0))
+    second = _made_run(
+        _cell("flex", "plain", 196, "eager", 50.0, depth=6),
+        _cell("sdpa_cudnn", "plain", 196, "eager", 40.0, test_id=ATTENTION_ID, direction="fwd_bwd"),
+        _varlen_cell("fa3", "eager", 20.0), when="2026-12-01T00:00:00+00:00")
+    merged = report.merge([first, second])
+    rows = report.tables(merged)[(196, "eager")]
+    assert (_row(rows, "flex", "plain").run, _row(rows, "flex", "plain").speedup_eager) == ("r2", None)
+    assert _row(rows, "sdpa_cudnn", "plain").speedup_eager == pytest.approx(2.0)  # r1's own native
+    md_row = _md_row(report.markdown_report(merged), "| flex | plain | r2 |")
+    assert md_row["speedup vs native/<variant> eager"] == "n/a"
+    varlen = {r.impl: r for r in report.varlen_tables(merged)[("eager", "fixed")]}
+    assert varlen["fa3"].run == "r2" and varlen["fa3"].speedup_padded is None
+    assert varlen["padded_efficient"].speedup_padded == 1.0
+    assert report.study_comparisons(merged) == {}  # flex (r2) vs native (r1 only): not compared
+    (share,) = report.attention_shares(merged)[196]  # flex's kernel cell is r1's: over r1's step, not r2's
+    assert (share.runs, share.step_ms) == ("r1", 100.0)
+    assert dict(report.speedups(merged)[(196, "eager")]) == {"sdpa_cudnn/plain": pytest.approx(2.0),
+                                                             "native/plain": 1.0}
+    # in one run, the same cells are compared
+    alone = report.merge([first])
+    assert _row(report.tables(alone)[(196, "eager")], "flex", "plain").speedup_eager == pytest.approx(2.0)
+    assert report.attention_shares(alone)[196][0].share_pct == pytest.approx(5.0 * 6 / 100.0 * 100)
+    assert report.study_comparisons(alone)
+
+
+def test_skips_are_grouped_by_reason():
+    skipped = [{"test": TEST_ID.format(impl, variant, 196, "eager"), "reason": f"{impl} not installed"}
+               for impl in ("fa3", "fa4") for variant in ("plain", "softcap", "neighborhood")]
+    skipped += [{"test": TEST_ID.format("fa3", "plain", 3136, "eager"), "reason": "fa3 not installed"},
+                {"test": "tests/test_parity.py::test_model_parity[fa3-plain-196-eager]", "reason": "fa3 not installed"}]
+    merged = report.merge([_made_run(_cell("native", "plain", 196, "eager", 1.0), skipped=skipped)])
+    assert report.skip_groups(merged.skipped) == [(5, "fa3 not installed"), (3, "fa4 not installed")]
+    text = report.text_report(merged)
+    assert "Skipped tests (8), by reason (the run's JSON lists each: attn_suite.skipped):\n" \
+           "     5  fa3 not installed\n     3  fa4 not installed\n" in text
+    assert "test_parity" not in text and "fa3-plain" not in text

@@ -3,8 +3,10 @@ hand-made data, then real sharded smoke runs on CPU: two workers merged, and a w
 mid-run whose finished cell is kept, running cell reported failed and remaining cell rerun."""
 import json
 import os
+import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -96,6 +98,35 @@ def test_costs_from_previous_run():
     assert run.estimate_costs([new], None, [])[0][new] == run.CELL_S[3136]
 
 
+def test_progress_prints_a_line_per_finished_cell_with_eta(tmp_path):
+    a, b, c = cell("native-plain-196-eager"), cell("native-softcap-196-eager"), cell("sdpa_math-plain-196-eager")
+    lines = []
+    progress = run.Progress(3, {a: 10.0, b: 20.0, c: 5.0}, begin=time.perf_counter() - 65, log=lines.append)
+    first, second = run.Shard(0, None, [a, b]), run.Shard(1, None, [c])
+    files = [tmp_path / "0.jsonl", tmp_path / "1.jsonl"]
+    for shard, path in zip((first, second), files):
+        path.write_text("")
+        progress.watch(shard, path)
+
+    def append(path, *events, tail=""):
+        with path.open("a") as fh:
+            fh.write("".join(json.dumps(e) + "\n" for e in events) + tail)
+
+    append(files[0], {"event": "start", "test": a, "time": time.time()}, {"event": "finish", "test": a, "wall_s": 9.52},
+           {"event": "start", "test": b, "time": time.time() - 3}, tail='{"event": "fin')  # b's line cut short
+    progress.poll()
+    assert lines == ["[1/3] test_train_step[native-plain-196-eager] passed 9.5s  elapsed 1:05  ETA 0:20"]
+    append(files[1], {"event": "outcome", "outcome": "skipped", "test": c, "reason": "no softcap"},
+           {"event": "finish", "test": c, "wall_s": 0.04})
+    progress.poll()
+    assert lines[1] == "[2/3] test_train_step[sdpa_math-plain-196-eager] skipped 0.0s  elapsed 1:05  ETA 0:20"
+    first.lost.append({"test": b, "when": "crash", "message": "worker 0 died"})
+    progress.settled(first)
+    assert re.fullmatch(r"\[3/3\] test_train_step\[native-softcap-196-eager\] crashed 3\.\ds  elapsed 1:05  "
+                        r"ETA 0:00", lines[2]), lines[2]
+    assert run.workers.clock(3725) == "1:02:05" and run.workers.clock(59.6) == "1:00"
+
+
 # --- merging -----------------------------------------------------------------------------------
 def _bench(name: str, median: float = 0.02) -> dict:
     return {"group": "196-eager", "name": f"test_train_step[{name}]", "fullname": cell(name),
@@ -140,6 +171,10 @@ def test_merge_unions_the_shards():
     assert [s["test"] for s in suite["skipped"]] == [cell("sdpa_math-softcap-196-eager")]
     assert [f["test"] for f in suite["failed"]] == [cell("flex-plain-196-eager"), cell("native-plain-3136-eager")]
     assert suite["wall_s"] == 12.3 and suite["runner"] == {"workers": 2}
+    assert suite["complete"] is False and suite["workers_per_gpu"] == 1  # shard 1 lost a cell
+    a.lost, b.lost = [], []
+    assert run.merge_shards([a, b], wall_s=1.0, workers_per_gpu=2)["attn_suite"]["complete"] is True
+    assert run.merge_shards([a, b], wall_s=1.0, workers_per_gpu=2)["attn_suite"]["workers_per_gpu"] == 2
     assert [(s["shard"], s["gpu"], s["cells"], s["wall_s"], s["exit_code"]) for s in suite["shards"]] == [
         (0, "0", a.cells, 5.0, 0), (1, "1", b.cells, 6.0, 1)]
     assert [s["gpu_uuid"] for s in suite["shards"]] == ["GPU-a", None]  # each worker's GPU, where recorded
@@ -149,7 +184,7 @@ def test_merge_unions_the_shards():
     assert len(ran) == 2 and len(skipped) == 1 and failed[cell("native-plain-3136-eager")] == "worker 1 died"
     # the report reads the merged run like any other
     text = report.text_report(report.merge([merged]))
-    assert "native" in text and "Failed cells (2):" in text
+    assert "native" in text and "Failed tests (2):" in text
 
 
 @pytest.mark.parametrize(("edit", "message"), [
@@ -266,7 +301,16 @@ def test_two_workers_merge_into_one_run(two_workers):
     assert assigned == sorted([*timed, cell("sdpa_math-softcap-196-eager")])
     assert suite["wall_s"] >= max(s["wall_s"] for s in suite["shards"])
     assert set(suite["cell_wall_s"]) == {c for s in suite["shards"] for c in s["cells"]}
-    assert suite["runner"]["workers_per_gpu"] == 2 and suite["profile"] == "smoke"
+    assert suite["runner"]["workers_per_gpu"] == suite["workers_per_gpu"] == 2 and suite["profile"] == "smoke"
+    assert suite["complete"] is True
+    # a line per cell as it finished, counted over both workers
+    found = re.findall(r"^\[(\d)/4\] test_train_step\[([\w-]+)\] (\w+) \d+\.\ds  elapsed \d+:\d\d  ETA \d+:\d\d$",
+                       r.proc.stdout, re.M)
+    assert sorted(found) == [(str(i), name, outcome) for i, (name, outcome) in enumerate(sorted(
+        [("native-plain-196-eager", "passed"), ("native-softcap-196-eager", "passed"),
+         ("sdpa_math-plain-196-eager", "passed"), ("sdpa_math-softcap-196-eager", "skipped")],
+        key=lambda c: [n for _, n, _ in found].index(c[0])), 1)], r.proc.stdout
+    assert "pytest-benchmark's own tools read it with: pytest-benchmark --storage " in r.proc.stdout
     # Inductor's caches persist in the storage folder, one folder per implementation inside
     cache = str(r.stored[0].parent.parent / "inductor-cache")
     assert suite["runner"]["inductor_cache"] == suite["inductor_cache"] == cache
@@ -280,7 +324,8 @@ def test_merged_run_reads_like_any_other(two_workers):
     proc = run_module("attn_tools.report", stored)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "seq_len 196, eager (cpu)" in proc.stdout
-    assert "test_train_step[sdpa_math-softcap-196-eager]: sdpa_math cannot express" in proc.stdout
+    assert re.search(r"^ +1  sdpa_math cannot express variant 'softcap'", proc.stdout, re.M), proc.stdout
+    assert "WARNING: r1 " in proc.stdout and "SHARED GPUS (2 workers per GPU" in proc.stdout
     proc = run_module("attn_tools.gate", "latest", stored.parent.parent)
     assert proc.stdout.strip() == str(stored), proc.stdout + proc.stderr
 
@@ -315,10 +360,12 @@ def test_killed_worker_loses_only_its_running_cell(tmp_path):
     assert "killed by SIGKILL (exit code -9)" in failed["message"].splitlines()[0]
     first, again = suite["shards"]
     assert first["crashed"] and first["exit_code"] == -9 and first["from_progress_file"] and len(first["cells"]) == 3
+    assert suite["complete"] is False
+    assert re.search(r"^\[\d/3\] test_train_step\[native-softcap-196-eager\] crashed ", r.proc.stdout, re.M)
     assert again["restart_of"] == 0 and again["cells"] == [cell("native-neighborhood-196-eager")]
     assert again["exit_code"] == 0 and not again["crashed"]
     proc = run_module("attn_tools.report", r.stored[0])
-    assert proc.returncode == 0 and "Failed cells (1):" in proc.stdout, proc.stdout + proc.stderr
+    assert proc.returncode == 0 and "Failed tests (1):" in proc.stdout, proc.stdout + proc.stderr
 
 
 INTERRUPT_PLUGIN = '''
@@ -343,5 +390,36 @@ def test_interrupted_run_keeps_the_finished_cells(tmp_path):
     assert unstarted["test"] == cell("native-neighborhood-196-eager") and unstarted["when"] == "not run"
     assert "never started: the run was interrupted" in unstarted["message"]
     (shard,) = suite["shards"]  # no restart after an interrupt
-    assert shard["interrupted"] and suite["runner"]["interrupted"]
+    assert shard["interrupted"] and suite["runner"]["interrupted"] and suite["complete"] is False
     assert len(r.stored) == 1 and json.loads(r.stored[0].read_text()) == r.out
+
+
+WAIT_PLUGIN = '''
+import os, time
+
+def pytest_runtest_setup(item):
+    if item.nodeid.endswith(os.environ["WAIT_AT"]):  # the worker is still running: the line must be out
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            with open(os.environ["RUNNER_OUT"]) as fh:
+                if "] test_train_step[native-plain-196-eager] passed " in fh.read():
+                    return
+            time.sleep(0.2)
+        raise AssertionError("the runner printed no line for a finished cell while its worker ran")
+'''
+
+
+def test_a_cells_line_is_printed_while_its_worker_runs(tmp_path):
+    (tmp_path / "wait_plugin.py").write_text(WAIT_PLUGIN, encoding="utf-8")
+    out = tmp_path / "runner.out"
+    env = {**ENV, "WAIT_AT": "[native-softcap-196-eager]", "RUNNER_OUT": str(out),
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), ENV.get("PYTHONPATH")]))}
+    cmd = [sys.executable, "-m", "attn_tools.run", "--json", str(tmp_path / "out.json"), "--workdir",
+           str(tmp_path / "work"), "--", f"--benchmark-storage=file://{tmp_path / 'storage'}", "-p", "wait_plugin",
+           "--attn-impl", "native", "--attn-seq-len", "196", "--attn-mode", "eager", "--attn-variant", "plain,softcap"]
+    with out.open("w") as fh:
+        proc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT, timeout=240, check=False)
+    text = out.read_text()
+    assert proc.returncode == 0, text[-4000:]
+    assert text.index("[1/2] test_train_step[native-plain-196-eager] passed") < \
+        text.index("[2/2] test_train_step[native-softcap-196-eager] passed") < text.index("worker 0 (CPU) done")

@@ -4,9 +4,8 @@ import pytest
 import torch
 from cells import run_cell
 
-from attn_tools.runs import CHANGING_ID_SUFFIX
 from attn_bench.varlen import HAZARD_STRATEGIES, FlexLengthHazard, get_varlen_config, run_varlen_cell
-from attn_impls.registry import VARLEN_REGISTRY
+from attn_tools.runs import CHANGING_ID_SUFFIX
 
 
 def pytest_generate_tests(metafunc):
@@ -14,7 +13,7 @@ def pytest_generate_tests(metafunc):
     # With new lengths every step the ids end in CHANGING_ID_SUFFIX: another measurement, which
     # reports, storage and the gate must never take for the fixed-lengths cell.
     if "varlen_impl" in metafunc.fixturenames:
-        metafunc.parametrize("varlen_impl", list(VARLEN_REGISTRY))
+        metafunc.parametrize("varlen_impl", metafunc.config._attn_selection["varlen_impl"])  # --attn-impl
     if "varlen_mode" in metafunc.fixturenames:
         modes = metafunc.config._attn_selection["mode"]
         suffix = CHANGING_ID_SUFFIX if metafunc.config.getoption("attn_varlen_lengths") == "changing" else ""
