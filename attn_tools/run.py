@@ -498,6 +498,9 @@ def merge_shards(shards: list[Shard], wall_s: float, runner: dict | None = None,
     suite["cell_wall_s"] = {t: w for s in shards for t, w in s.cell_wall_s.items()}
     if runner is not None:
         suite["runner"] = runner
+    # Markers the gate reads: a cut-short or shared-GPU run never becomes a baseline.
+    suite["complete"] = not any(s.lost for s in shards) and not (runner or {}).get("interrupted")
+    suite["workers_per_gpu"] = (runner or {}).get("workers_per_gpu") or suite.get("workers_per_gpu") or 1
     merged["attn_suite"] = suite
     return merged
 
