@@ -89,6 +89,23 @@ def require_round_times(run: dict, name: str) -> None:
                 "needs; write runs with --benchmark-json, or autosave them with --benchmark-save-data")
 
 
+def gpu_uuids(run: dict) -> list[str]:
+    """The physical GPUs a run timed on: its workers' (attn_tools.run) or its own, where recorded."""
+    shards = (run.get("attn_suite") or {}).get("shards") or []
+    uuids = {s.get("gpu_uuid") for s in shards} - {None}
+    return sorted(uuids or {(run["machine_info"].get("gpu") or {}).get("uuid")} - {None})
+
+
+def other_gpus(baseline: dict, current: dict) -> str | None:
+    """A note when both runs recorded their GPUs' UUIDs and these differ, else None."""
+    old, new = gpu_uuids(baseline), gpu_uuids(current)
+    if not old or not new or old == new:
+        return None
+    return (f"GPU: the runs timed on different GPUs of this model ({', '.join(old)} -> {', '.join(new)}); "
+            "two GPUs of one model can differ by a few percent, which the baseline rerun on this machine "
+            "(the ABBA confirmation) takes out")
+
+
 def format_verdict(v: CellVerdict) -> str:
     """One terminal line for a cell."""
     line = f"{v.status:<9} {short_name(v.test)}"
@@ -140,8 +157,10 @@ def summary(comparisons: dict[str, Comparison], rule: Rule, verdict: str) -> str
 
 
 def rerun_cells(comparisons: dict[str, Comparison]) -> list[str]:
-    """The cells worth a confirmation rerun (REGRESSED or unsure against any compared run)."""
-    return sorted({v.test for vs in comparisons.values() for v in vs if v.status in RERUN_STATUSES})
+    """The cells to confirm: REGRESSED or unsure against any compared run, and every judged cell of a
+    comparison whose common shift exceeds the threshold (the whole run moved: machine or code?)."""
+    return sorted({v.test for vs in comparisons.values() for v in vs if v.status in RERUN_STATUSES
+                   or (vs.shift and vs.shift.status == "shifted" and v.log_ratio is not None)})
 
 
 def rerun_pytest_args(tests: list[str], settings: dict) -> list[str]:
@@ -315,6 +334,9 @@ def _run_compare(args) -> int:
         print(f"{label} {name} vs current {cur_names} ({gpu_model(current)})")
         if args.allow_software_change:
             differences += [f"software {d} (vs the {label})" for d in software_differences(runs[-1], current)]
+        gpus = other_gpus(runs[-1], current)
+        if gpus:
+            differences.append(f"{gpus} (vs the {label})")
         first = compare(runs, current, rule, args.cells, variances)
         if len(currents) > 1:
             first = confirm(first, runs, currents[1:], [r for _, r in base_reruns] if label == "baseline" else [],

@@ -31,6 +31,7 @@ from .gate_rule import (
     DEFAULT_RULE,
     Rule,
     Variances,
+    cell_dof,
     cell_variance,
     classify,
     common_shift,
@@ -185,14 +186,16 @@ def _judge(pairs: dict[str, tuple[CellData, CellData]], rule: Rule, variances: V
         factor = median_var_factor(c.k) + median_var_factor(b.k)
         d = c.y - b.y
         se = math.sqrt((v + tau2) * factor)
-        rows.append((test, b, c, d, se, v * factor))
+        dof = cell_dof(variances, test, rule, extra[1])
+        rows.append((test, b, c, d, se, v * factor, dof))
     if not rows:
         return {}, None
     shift_d, shift_se = common_shift([r[3] for r in rows], [r[5] for r in rows])
-    pvalues = [p_above(d, se, rule.limit) for _, _, _, d, se, _ in rows] + [p_above(shift_d, shift_se, rule.limit)]
+    pvalues = [p_above(d, se, rule.limit, dof) for _, _, _, d, se, _, dof in rows]
+    pvalues.append(p_above(shift_d, shift_se, rule.limit))
     rejected = reject(pvalues, rule)
     verdicts = {}
-    for (test, b, c, d, se, _), p, rej in zip(rows, pvalues, rejected):
+    for (test, b, c, d, se, _, _), p, rej in zip(rows, pvalues, rejected):
         runs_note = f"{c.k} current and {b.k} baseline runs" if c.k > 1 or b.k > 1 else ""
         status = classify(d, se, p, rej, stage != "stored", rule)
         verdicts[test] = CellVerdict(test, status, b.ms, c.ms, d, se, p, stage, runs_note)

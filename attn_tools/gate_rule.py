@@ -28,7 +28,8 @@ smaller than that is not worth failing a change for, however sure). z = (d_c - l
 - Confirmation (stage 2), ABBA: the current code (A) and the baseline's (B) rerun interleaved
   A B B A on one machine: delta cancels (and a linear drift with it), se_c^2 = v_c (1/n_A + 1/n_B),
   v_c shrunk with the reruns' own spread (n_A - 1 + n_B - 1 more degrees of freedom).
-The p-values (normal, one-sided) of all judged cells, plus the common shift's, are one family:
+The p-values (one-sided, Student's t with the variance's degrees of freedom) of all judged cells,
+plus the common shift's, are one family:
 Holm's step-down controls the family-wise error rate (the probability of any false REGRESSED in a
 run) at alpha, under any dependence between cells (they share delta). It is the default because
 the gate's verdict is one bit per run: one false flag fails the run, which is what FWER bounds.
@@ -196,17 +197,53 @@ def cell_variance(variances: Variances, test: str, within: float, rule: Rule = D
     return ss / (dof + rule.prior_dof + extra[1])
 
 
+def cell_dof(variances: Variances, test: str, rule: Rule = DEFAULT_RULE, extra_dof: int = 0) -> float:
+    """The degrees of freedom of `cell_variance`'s estimate."""
+    return variances.cell(test)[1] + rule.prior_dof + extra_dof
+
+
 def shift_variance(variances: Variances, rule: Rule = DEFAULT_RULE) -> float:
     """tau^2: the history's variance of a run's common shift, shrunk towards shift_sd_pct^2."""
     s2, dof = variances.shift
     return ((s2 or 0.0) * dof + rule.prior_dof * (rule.shift_sd_pct / 100) ** 2) / (dof + rule.prior_dof)
 
 
-def p_above(d: float, se: float, limit: float) -> float:
-    """One-sided p-value of H0 'the true change is at most `limit`' (normal)."""
+def _betacf(a: float, b: float, x: float) -> float:
+    """Continued fraction of the regularized incomplete beta function (modified Lentz)."""
+    tiny, c, d = 1e-300, 1.0, 1.0 - (a + b) * x / (a + 1)
+    d = 1 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, 300):
+        for numerator in (m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
+                          -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))):
+            d = 1 + numerator * d
+            d = 1 / (d if abs(d) > tiny else tiny)
+            c = 1 + numerator / c
+            c = c if abs(c) > tiny else tiny
+            h *= d * c
+        if abs(d * c - 1) < 1e-14:
+            break
+    return h
+
+
+def t_sf(t: float, dof: float) -> float:
+    """P(T > t) for Student's t with `dof` degrees of freedom (the normal's for dof = inf)."""
+    if math.isinf(dof):
+        return 1.0 - _NORMAL.cdf(t)
+    x = dof / (dof + t * t)
+    a, b = dof / 2, 0.5
+    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x))
+    tail = front * _betacf(a, b, x) / a if x < (a + 1) / (a + b + 2) else 1 - front * _betacf(b, a, 1 - x) / b
+    return tail / 2 if t > 0 else 1 - tail / 2
+
+
+def p_above(d: float, se: float, limit: float, dof: float = math.inf) -> float:
+    """One-sided p-value of H0 'the true change is at most `limit`': Student's t with the
+    variance's degrees of freedom (history + prior + reruns), so a variance estimated from few
+    runs widens the tails where the correction for many cells looks."""
     if se <= 0:
         return 0.0 if d > limit else 1.0
-    return 1.0 - _NORMAL.cdf((d - limit) / se)
+    return t_sf((d - limit) / se, dof)
 
 
 def reject(pvalues: list[float], rule: Rule = DEFAULT_RULE) -> list[bool]:
