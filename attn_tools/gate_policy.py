@@ -292,7 +292,8 @@ def confirm(first: Comparison, baselines: list[dict], current_reruns: list[dict]
         return first
     result = Comparison(second.get(v.test, v) for v in first)
     before = first.shift
-    if before and before.status == "shifted" and shift.status in ("ok",) and interleaved:
+    if before and before.status == "shifted" and shift.status == "ok" and shift.log_ratio <= rule.limit \
+            and interleaved:
         stored = side(baselines, rule)
         moved = [base[t].y - stored[t].y for t in again if t in stored]
         machine = f"; the baseline's own rerun moved {pct(float(np.median(moved))):+.1f}%" if moved else ""

@@ -302,33 +302,40 @@ def error_rates(cell_vars: list[float], shift_var: float, rule: Rule = DEFAULT_R
     are drawn from `cell_vars` (the measured ones, cycled; `assumed_vars`: those the rule uses for its
     standard errors, default the same), every cell slowed by `slowdown_pct`.
 
-    A cell is confirmed when its change exceeds the threshold against the stored baseline (stage 1),
-    and fails when the ABBA confirmation (`reruns` runs a side) is significant at alpha before the
-    correction (unsure) or after it (REGRESSED; Bonferroni's alpha / cells, Holm's first step, is used:
-    a lower bound of Holm's power). Returns per-run probabilities: `confirm` (any cell to confirm),
-    `fail` (any cell fails: a false alarm when slowdown_pct is 0), `regressed`, and per-cell means
-    `cell_confirm`, `cell_fail`, `cell_regressed`, and `cells_to_confirm`.
+    The shift between the two runs' machine states (variance `shift_var`) is shared by all cells.
+    A cell is confirmed when its change, or the common shift, exceeds the threshold against the
+    stored baseline (stage 1), and fails when the ABBA confirmation (`reruns` runs a side) is
+    significant at alpha before the correction (unsure) or after it (REGRESSED; Bonferroni's
+    alpha / cells, Holm's first step, is used: a lower bound of Holm's power). Returns per-run
+    probabilities: `confirm` (any cell to confirm), `fail` (any cell fails: a false alarm when
+    slowdown_pct is 0), `regressed`; per-cell means `cell_confirm`, `cell_fail`, `cell_regressed`;
+    and `cells_to_confirm`.
     """
     if not cell_vars:
         raise ValueError("no cell variances to compute error rates from")
     assumed_vars = assumed_vars or cell_vars
-    shift = math.log1p(slowdown_pct / 100)
+    slow = math.log1p(slowdown_pct / 100)
     z_unsure = _NORMAL.inv_cdf(1 - rule.alpha)
     z_crit = _NORMAL.inv_cdf(1 - rule.alpha / cells)
-    first, fail, regressed = [], [], []
-    for v, assumed in zip(cell_vars, assumed_vars):
-        factor = 1 + median_var_factor(baseline_runs)
-        sd1, sd2 = math.sqrt((v + shift_var) * factor), math.sqrt(v * 2 / reruns)
-        se2 = math.sqrt(assumed * 2 / reruns)
-        p1 = _above(shift, sd1, rule.limit)
-        first.append(p1)
-        fail.append(p1 * _above(shift, sd2, rule.limit + z_unsure * se2))
-        regressed.append(p1 * _above(shift, sd2, rule.limit + z_crit * se2))
+    factor = 1 + median_var_factor(baseline_runs)
     scale = cells / len(cell_vars)
-
-    def any_of(ps):
-        return 1.0 - math.exp(scale * sum(math.log1p(-min(p, 1 - 1e-12)) for p in ps))
-
-    return {"confirm": any_of(first), "fail": any_of(fail), "regressed": any_of(regressed),
-            "cell_confirm": float(np.mean(first)), "cell_fail": float(np.mean(fail)),
-            "cell_regressed": float(np.mean(regressed)), "cells_to_confirm": cells * float(np.mean(first))}
+    # The shift between the baseline's and the current run's machine states is shared by every cell:
+    # integrate over it (Gauss-Hermite). Given it, the cells are independent; a run whose common shift
+    # exceeds the threshold confirms every cell.
+    nodes, weights = np.polynomial.hermite_e.hermegauss(40)
+    weights = weights / weights.sum()
+    second = [(_above(slow, math.sqrt(v * 2 / reruns), rule.limit + z_unsure * math.sqrt(a * 2 / reruns)),
+               _above(slow, math.sqrt(v * 2 / reruns), rule.limit + z_crit * math.sqrt(a * 2 / reruns)))
+              for v, a in zip(cell_vars, assumed_vars)]
+    totals = dict.fromkeys(("confirm", "fail", "regressed", "cell_confirm", "cell_fail", "cell_regressed"), 0.0)
+    for node, weight in zip(nodes, weights):
+        delta = node * math.sqrt(shift_var * factor)
+        moved = slow + delta > rule.limit
+        first = [1.0 if moved else _above(slow + delta, math.sqrt(v * factor), rule.limit) for v in cell_vars]
+        fail = [p1 * p2 for p1, (p2, _) in zip(first, second)]
+        regressed = [p1 * p2 for p1, (_, p2) in zip(first, second)]
+        for key, ps in (("confirm", first), ("fail", fail), ("regressed", regressed)):
+            totals[key] += weight * (1.0 - math.exp(scale * sum(math.log1p(-min(p, 1 - 1e-12)) for p in ps)))
+            totals[f"cell_{key}"] += weight * float(np.mean(ps))
+    totals["cells_to_confirm"] = cells * totals["cell_confirm"]
+    return totals
