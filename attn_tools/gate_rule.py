@@ -338,4 +338,4 @@ def error_rates(cell_vars: list[float], shift_var: float, rule: Rule = DEFAULT_R
             totals[key] += weight * (1.0 - math.exp(scale * sum(math.log1p(-min(p, 1 - 1e-12)) for p in ps)))
             totals[f"cell_{key}"] += weight * float(np.mean(ps))
     totals["cells_to_confirm"] = cells * totals["cell_confirm"]
-    return totals
+    return {key: float(value) for key, value in totals.items()}

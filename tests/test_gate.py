@@ -486,11 +486,13 @@ def test_a_machine_shift_is_information_not_a_regression(history):
 
 
 def test_error_rates_from_variances():
-    """`calibrate`'s arithmetic: same code fails rarely, a 5 % slowdown almost always; more variance, more alarms."""
+    """`calibrate`'s arithmetic: same code fails rarely, a 5 % slowdown almost always (it hides only
+    behind a machine shift of -3 %: z = 2.1 at a shift sd of 1.4 % between two runs); more variance,
+    more alarms."""
     quiet = gate_rule.error_rates([0.003 ** 2] * 10, 0.01 ** 2)
     noisy = gate_rule.error_rates([0.015 ** 2] * 10, 0.01 ** 2)
     slow = gate_rule.error_rates([0.003 ** 2] * 10, 0.01 ** 2, slowdown_pct=5.0)
-    assert quiet["fail"] < 1e-4 < noisy["fail"] and slow["cell_fail"] > 0.95 and slow["fail"] > 0.999
+    assert quiet["fail"] < 1e-4 < noisy["fail"] and slow["cell_fail"] > 0.95 and slow["fail"] > 0.99
     assert 0 < quiet["cells_to_confirm"] < 124
 
 
