@@ -40,6 +40,7 @@ from .gate_policy import (
 from .gate_rule import (
     CORRECTIONS,
     DEFAULT_ALPHA,
+    DEFAULT_SHIFT_SD_PCT,
     DEFAULT_THRESHOLD_PCT,
     Rule,
     Variances,
@@ -243,7 +244,8 @@ def gate_markdown(comparisons: dict[str, Comparison], rule: Rule, files: dict, v
 
 # --- command line ----------------------------------------------------------------
 def _rule(args) -> Rule:
-    return Rule(threshold_pct=args.threshold, alpha=args.alpha, correction=args.correction)
+    return Rule(threshold_pct=args.threshold, alpha=args.alpha, correction=args.correction,
+                shift_sd_pct=args.shift_sd)
 
 
 def _write_json(path: str | None, content: dict) -> None:
@@ -442,6 +444,9 @@ def _add_rule_options(p: argparse.ArgumentParser) -> None:
                         f"than this percent never fails (default {DEFAULT_THRESHOLD_PCT:g})")
     p.add_argument("--alpha", type=float, default=DEFAULT_ALPHA,
                    help=f"error rate per run controlled by the correction (default {DEFAULT_ALPHA:g})")
+    p.add_argument("--shift-sd", type=float, default=DEFAULT_SHIFT_SD_PCT, metavar="PCT",
+                   help="prior sd of a run's machine shift, shrunk with the history's (default "
+                        f"{DEFAULT_SHIFT_SD_PCT:g}: another state or another GPU of the model)")
     p.add_argument("--correction", choices=CORRECTIONS, default="holm",
                    help="holm: family-wise error rate over the matrix (default); bh: false discovery rate")
 
