@@ -299,7 +299,9 @@ def confirm(first: Comparison, baselines: list[dict], current_reruns: list[dict]
         machine = f"; the baseline's own rerun moved {pct(float(np.median(moved))):+.1f}%" if moved else ""
         shift = replace(shift, status="machine", note=f"{before.change_pct:+.1f}% against the stored baseline, "
                         f"{shift.change_pct:+.1f}% in the ABBA reruns: the machine, not the code{machine}")
-    result.shift = shift
+    # The confirmed cells' median answers the stored comparison's question "did the whole run move?"
+    # only when it was asked; otherwise the run's common shift is the stored comparison's.
+    result.shift = shift if before is None or before.status == "shifted" else before
     return result
 
 

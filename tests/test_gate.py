@@ -470,19 +470,21 @@ def test_a_3_percent_uniform_slowdown_fails_the_run_as_a_common_shift(history):
 
 
 def test_a_machine_shift_is_information_not_a_regression(history):
-    """The current run's machine is 4 % slower than the stored baseline's; the code is the same. Against
-    the stored baseline the whole run moved; in the ABBA reruns it did not: the machine."""
+    """The current run's machine is 2.5 % slower than the stored baseline's; the code is the same.
+    Against the stored baseline the whole run moved (yet some cells stay under the threshold: every
+    cell is confirmed all the same); in the ABBA reruns nothing moved: the machine."""
     rng = np.random.default_rng(6)
     base = _sim_run(rng, MATRIX, 0.0)
-    cur = _sim_run(rng, MATRIX, math.log(1.04))
+    cur = _sim_run(rng, MATRIX, math.log(1.025))
     first = gate.compare(base, cur, variances=history)
     assert first.shift.status == "shifted" and first.failed()
+    assert sum(v.status == "ok" for v in first) > 10
     again = [short_name(t)[len("test_train_step["):-1] for t in gate.rerun_cells({"baseline": first})]
-    assert len(again) == len(MATRIX)  # a moved run confirms every cell
-    a1, b1, b2, a2 = (_sim_run(rng, again, math.log(1.04)) for _ in "ABBA")
+    assert len(again) == len(MATRIX)
+    a1, b1, b2, a2 = (_sim_run(rng, again, math.log(1.025)) for _ in "ABBA")
     final = gate.confirm(first, [base], [a1, a2], [b1, b2], variances=history)
     assert final.shift.status == "machine" and not final.failed(), final.shift
-    assert "the baseline's own rerun moved +4." in final.shift.note
+    assert "the baseline's own rerun moved +2." in final.shift.note
 
 
 def test_error_rates_from_variances():
@@ -524,15 +526,18 @@ def _two(tmp_path, base_times, cur_times, **edits):
 
 def test_unsure_after_confirmation_fails_unless_allowed(tmp_path, capsys):
     cell = "a-plain-196-eager"
-    # +2.9 %, measured again in the ABBA reruns: p 0.04, significant before the correction only.
-    base, cur = _two(tmp_path, {cell: 0.100}, {cell: 0.1029})
+    # +2.9 %, measured again in the ABBA reruns: p 0.04, significant before the correction only; the
+    # other cell did not move, so the run's common shift (+1.4 %) is ok.
+    same = "b-plain-196-eager"
+    base, cur = _two(tmp_path, {cell: 0.100, same: 0.1}, {cell: 0.1029, same: 0.1})
     first = _gate(capsys, "compare", base, cur)
     assert first.rc == 1 and "unsure" in first.stdout and "confirm" in first.stdout
     reruns = {name: _save(tmp_path / f"{name}.json", _run({cell: t}, when=f"2026-12-01T12:0{i}:00+00:00"))
               for i, (name, t) in enumerate((("a1", 0.1029), ("b1", 0.1), ("b2", 0.1), ("a2", 0.1029)))}
     args = ("compare", base, cur, reruns["a1"], reruns["a2"], "--baseline-rerun", reruns["b1"], reruns["b2"])
     proc = _gate(capsys, *args)
-    assert proc.rc == 1 and "unsure" in proc.stdout and "abba" in proc.stdout, proc.stdout
+    assert proc.rc == 1 and "unsure    test_train_step[a-" in proc.stdout and "abba" in proc.stdout, proc.stdout
+    assert "common shift ok" in proc.stdout
     assert _gate(capsys, *args, "--allow-unsure").rc == 0
 
 
