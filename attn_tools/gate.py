@@ -1,89 +1,54 @@
-"""Regression gate over this suite's pytest-benchmark JSON runs, with a statistical decision rule.
+"""Regression gate over this suite's pytest-benchmark JSON runs (the command line).
 
-Commands (exit 0 = pass, 1 = the gate failed, 2 = refused or bad input):
+    python -m attn_tools.gate compare BASELINE.json CURRENT.json [RERUN.json ...] [--baseline-rerun B.json ...]
+    python -m attn_tools.gate compare --storage DIR [CURRENT.json]   # rolling baseline: median of the last k
+    python -m attn_tools.gate calibrate SAME1.json SAME2.json [...] [--cells-total 124] [--slowdown 3 5]
+    python -m attn_tools.gate pin RUN.json [--out results/<gpu-slug>/reference.json]
+    python -m attn_tools.gate latest DIR
 
-    python -m attn_tools.gate compare BASELINE.json CURRENT.json [RERUN.json ...]
-        [--baseline-rerun BASE_RERUN.json ...]
-        [--reference REF.json] [--threshold PCT] [--confidence C] [--cells REGEX]
-        [--json FILE] [--markdown FILE] [--allow-injected-slowdown]
-    python -m attn_tools.gate compare --storage DIR [...]  # the two newest runs in DIR, by recorded date
-    python -m attn_tools.gate calibrate SAME1.json SAME2.json SAME3.json [--slow SLOW.json ...]
-    python -m attn_tools.gate spread RUN1.json RUN2.json [RUN3.json ...]  # fixed-percentage calibration
-    python -m attn_tools.gate latest DIR                   # the newest run in DIR, by recorded date
-
-The rule, per cell. r = median(current step times) / median(baseline step times), from the
-per-round times each run recorded (pytest-benchmark's `stats.data`, per step whatever the
-steps per round). Its interval: a percentile bootstrap, each run's rounds resampled with
-replacement (DEFAULT_RESAMPLES times, fixed seed, so the verdict is reproducible), at
-DEFAULT_CONFIDENCE. With t = the threshold (default DEFAULT_THRESHOLD_PCT %):
-
-    REGRESSED  the whole interval lies above 1 + t        (fails the gate)
-    unsure     r > 1 + t, but the interval reaches below  (passes; worth a confirmation rerun)
-    faster     the whole interval lies below 1 - t
-    ok         otherwise
-
-LOST (fails): a cell that ran in the baseline but is skipped, failed or missing now; new: a
-cell only in the current run. Confirmation: `compare` prints (and writes to --json) the pytest
-selection of the REGRESSED and unsure cells; rerun only those with the same settings, then
-`compare BASELINE CURRENT RERUN.json`: the current runs' rounds are pooled (resampled together,
-so a rerun that disagrees with the first run widens the interval), and that verdict is final.
-Where the baseline's commit (`rerun.baseline_commit` in --json) can be checked out, rerun the same
-selection on it right before the current rerun and pass it as `--baseline-rerun`: the cells both
-reran are then judged on the two reruns alone (`confirm_interleaved`), measured back to back in
-one machine state on data that did not select them, so a run measured in another state (on the
-H200, a baseline process 0.5-2.4 % slower than the next two) can neither hide nor fake a regression.
-
-`compare` refuses (exit 2), naming both runs and their values: different GPU models, different
-settings (profile, rounds, warmup, slowdown, iterations, steps_per_round; a setting is compared
-when both runs recorded it; `--allow-injected-slowdown` lets only a current run carry an
-`--attn-slowdown` that the baseline lacks, to test the gate), a run without per-round times,
-and a selection (`--cells`) that matches no cell. Software differences (libraries, driver,
-CUDA, cuDNN) and another GPU of the same model (by UUID) are printed as information only.
-`--reference REF.json` gates against a fixed, pinned run as well as against the rolling
-baseline, with the same rule, so slow drift that each rolling step lets through fails once it
-adds up to the threshold. No baseline (missing
-file, empty storage) and no reference passes and says so.
-
-Measured on the H200 (`results/h200/2026-11-30/`: runs of native, sdpa_cudnn, flex and fa4, plain, both
-lengths, both modes: 16 cells, 20 rounds of 1 step each, the session of 2026-11-30), with the
-defaults (2 %, 95 %, 2000 resamples), by
-`python -m attn_tools.gate calibrate g-same-1.json g-same-2.json g-same-3.json --slow g-slow.json g-slow15.json`:
-
-- false alarms: 0 of 96 same-code cell comparisons (16 cells x 6 ordered pairs of the three
-  runs); 0 of 96 after the confirmation rerun. The highest lower end of a same-code interval
-  was +1.47 % (sdpa_cudnn/plain/3136/eager), under the 2 % threshold by 0.5 point.
-- a real 5 % slowdown (each same-code current run's rounds x 1.05): 88 of 96 flagged, 92 of 96
-  after the confirmation rerun. Every miss is a compiled cell; the four left after the rerun
-  are fa4 and native at seq_len 196, whose rounds spread most (IQR up to 7 % of the median).
-- injected slowdowns, measured +2.8 % to +8.2 % (`--attn-slowdown 0.08`): 47 of 48 (the miss is
-  fa4/plain/196/compiled at +2.8 %); measured +10.4 % to +24.5 % (0.15): 48 of 48.
-
-At the current settings (10 rounds of 3 steps; `results/h200/gate/`: native, sdpa_cudnn and flex,
-plain, seq 196, eager and compiled): 0 of 84 same-code cell comparisons flagged over six runs on
-three machines, the highest lower end -0.07 % in the fifth session's pair. A slowdown injected at
-+4.5 to +5.4 % of each cell's own steps measured +2.9 to +4.6 % against the baseline process (5
-cells REGRESSED, 1 unsure), and with both sides rerun back to back (`confirm_interleaved`)
-+3.4 to +5.0 %: all 6 cells REGRESSED.
-
-`calibrate` measures exactly this on N >= 2 same-code runs (and optional slowed-down runs).
-`spread` keeps the older fixed-percentage calibration, for pytest-benchmark's own
-`--benchmark-compare-fail=median:N%`: max(MIN_THRESHOLD_PCT, ceil(2 x max same-code spread)).
+Exit 0 = pass, 1 = the gate failed (or cells await confirmation), 2 = refused or bad input.
+The statistics are in `attn_tools.gate_rule`, the policy (baselines, verdicts) in
+`attn_tools.gate_policy`; docs/gate.md has the rule, the numbers and the commands behind them.
+Options of compare: --threshold PCT (the practical effect size, default 2), --alpha (per run, default
+0.05), --correction holm|bh, --history FILE|DIR ... (same-code runs for the run-to-run variances;
+with --storage, DIR itself), --reference REF.json, --cells REGEX, --allow-unsure,
+--allow-software-change, --allow-injected-slowdown, --no-baseline-ok, --json, --markdown.
 """
 from __future__ import annotations
 
 import argparse
-import copy
-import itertools
 import json
-import math
 import re
 import sys
-from collections import Counter
-from dataclasses import dataclass, replace
 from pathlib import Path
 
-import numpy as np
-
+from .gate_policy import (
+    DEFAULT_BASELINE_RUNS,
+    FAILING,
+    RERUN_STATUSES,
+    CellVerdict,
+    Comparison,
+    GateRefused,
+    baseline_problems,
+    check_interleaved,
+    code_groups,
+    compare,
+    confirm,
+    rolling_baseline,
+    stored_runs,
+)
+from .gate_rule import (
+    CORRECTIONS,
+    DEFAULT_ALPHA,
+    DEFAULT_SHIFT_SD_PCT,
+    DEFAULT_THRESHOLD_PCT,
+    Rule,
+    Variances,
+    cell_variance,
+    error_rates,
+    history_variances,
+    shift_variance,
+)
 from .runs import (
     CHANGING_ID_SUFFIX,
     RunFileError,
@@ -92,133 +57,28 @@ from .runs import (
     gpu_model,
     latest_runs,
     load_run,
-    median_ms,
     outcomes,
     round_times_s,
     run_settings,
     short_name,
+    software_differences,
 )
 
-DEFAULT_THRESHOLD_PCT = 2.0
-DEFAULT_CONFIDENCE = 0.95
-DEFAULT_RESAMPLES = 2000
-DEFAULT_SEED = 0
-# `spread`'s floor for a fixed-percentage threshold (pytest-benchmark's compare-fail).
-MIN_THRESHOLD_PCT = 5.0
-SOFTWARE_KEYS = ("driver", "cuda", "cudnn")
-RERUN_STATUSES = ("REGRESSED", "unsure")
-
-
-class GateRefused(Exception):
-    """The runs cannot be compared (different GPU model or settings, no per-round times); exit 2."""
-
-
-@dataclass(frozen=True)
-class Rule:
-    """The decision rule: flag a cell when its whole bootstrap interval of
-    median(current) / median(baseline) lies above 1 + threshold_pct / 100."""
-
-    threshold_pct: float = DEFAULT_THRESHOLD_PCT
-    confidence: float = DEFAULT_CONFIDENCE
-    resamples: int = DEFAULT_RESAMPLES
-    seed: int = DEFAULT_SEED
-
-    def __post_init__(self):
-        if self.threshold_pct < 0:
-            raise ValueError(f"threshold must be >= 0 percent, got {self.threshold_pct}")
-        if not 0 < self.confidence < 1:
-            raise ValueError(f"confidence must be between 0 and 1 (e.g. 0.95), got {self.confidence}")
-        if self.resamples < 1:
-            raise ValueError(f"resamples must be at least 1, got {self.resamples}")
-
-    def describe(self) -> str:
-        """The rule in one phrase, for summaries."""
-        return (f"flagged when the {self.confidence:.0%} interval of the median ratio lies above "
-                f"+{self.threshold_pct:g}%")
-
-
-DEFAULT_RULE = Rule()
-
-
-@dataclass(frozen=True)
-class CellVerdict:
-    """The gate's verdict on one cell."""
-
-    test: str
-    status: str  # "ok", "faster", "unsure", "REGRESSED", "LOST", "new"
-    baseline_ms: float | None = None
-    current_ms: float | None = None
-    interval_pct: tuple[float, float] | None = None  # bootstrap interval of the change, percent
-    note: str = ""
-
-    @property
-    def change_pct(self) -> float | None:
-        """Change of the median step time in percent (+ = slower), None if not in both runs."""
-        if self.baseline_ms is None or self.current_ms is None:
-            return None
-        return change_pct(self.baseline_ms, self.current_ms)
-
-    @property
-    def failed(self) -> bool:
-        """Whether this cell fails the gate."""
-        return self.status in ("REGRESSED", "LOST")
-
-    def as_dict(self) -> dict:
-        """The verdict as written by `compare --json`."""
-        return {"test": self.test, "decision": self.status, "baseline_ms": self.baseline_ms,
-                "current_ms": self.current_ms, "change_pct": self.change_pct,
-                "interval_pct": list(self.interval_pct) if self.interval_pct else None, "note": self.note}
-
-
-def change_pct(baseline_ms: float, current_ms: float) -> float:
-    """Relative change of the median in percent (+ = slower)."""
-    if baseline_ms <= 0:
-        raise ValueError(f"baseline median must be positive, got {baseline_ms}")
-    return (current_ms - baseline_ms) / baseline_ms * 100
-
-
-def ratio_interval(baseline_rounds: list[list[float]], current_rounds: list[list[float]],
-                   rule: Rule = DEFAULT_RULE) -> tuple[float, float]:
-    """Bootstrap interval of median(current) / median(baseline) at `rule.confidence`.
-
-    Each argument is a list of runs of the same code, each run a list of per-round times. A
-    side's runs are pooled, and every resample draws as many rounds as the pool holds from it,
-    with replacement: when a rerun disagrees with the first run, the mix in each draw varies
-    and the interval widens. The interval is the percentile interval of the resampled ratios.
-    """
-    rng = np.random.default_rng(rule.seed)
-
-    def resampled_medians(runs: list[list[float]]) -> np.ndarray:
-        pooled = np.concatenate([np.asarray(rounds) for rounds in runs])
-        return np.median(rng.choice(pooled, size=(rule.resamples, len(pooled))), axis=1)
-
-    ratios = resampled_medians(current_rounds) / resampled_medians(baseline_rounds)
-    tail = (1 - rule.confidence) / 2
-    low, high = np.quantile(ratios, [tail, 1 - tail])
-    return float(low), float(high)
-
-
-def decide(ratio: float, interval: tuple[float, float], threshold_pct: float) -> str:
-    """The status of a cell timed in both runs, from its median ratio and its interval."""
-    limit = threshold_pct / 100
-    low, high = interval
-    if low > 1 + limit:
-        return "REGRESSED"
-    if ratio > 1 + limit:
-        return "unsure"
-    if high < 1 - limit:
-        return "faster"
-    return "ok"
+__all__ = ["CellVerdict", "Comparison", "GateRefused", "Rule", "compare", "confirm", "main", "parser",
+           "rerun_pytest_args"]
+DEFAULT_CELLS_TOTAL = 124  # the whole matrix: the family a false-alarm rate is quoted for
+REFERENCE_NAME = "reference.json"
 
 
 def check_comparable(baseline: dict, current: dict, baseline_name: str, current_name: str,
-                     allow_injected_slowdown: bool = False) -> None:
+                     allow_injected_slowdown: bool = False, allow_software_change: bool = False) -> None:
     """GateRefused naming both runs and why, if `runs.comparable` says they must not be compared."""
-    reasons = comparable(baseline, current, allow_injected_slowdown)
+    reasons = comparable(baseline, current, allow_injected_slowdown, allow_software_change=allow_software_change)
     if reasons:
         raise GateRefused(
-            f"refusing to compare baseline {baseline_name} with current {current_name}: "
-            f"{'; '.join(reasons)}; keep one baseline per GPU model and rerun with the baseline's settings")
+            f"refusing to compare baseline {baseline_name} with current {current_name}: {'; '.join(reasons)}; "
+            "keep one baseline per GPU model and settings (--allow-software-change when a version change "
+            "is what is under test)")
 
 
 def require_round_times(run: dict, name: str) -> None:
@@ -228,18 +88,6 @@ def require_round_times(run: dict, name: str) -> None:
             raise GateRefused(
                 f"{name}: {short_name(test)} has no per-round times (stats.data), which the gate's rule "
                 "needs; write runs with --benchmark-json, or autosave them with --benchmark-save-data")
-
-
-def software_differences(baseline: dict, current: dict) -> list[str]:
-    """'name: old -> new' for each library, driver, CUDA or cuDNN version that differs."""
-    diffs = []
-    for section, keys in (("gpu", SOFTWARE_KEYS), ("libraries", None)):
-        old = baseline["machine_info"].get(section) or {}
-        new = current["machine_info"].get(section) or {}
-        for key in keys or sorted(set(old) | set(new)):
-            if old.get(key) != new.get(key):
-                diffs.append(f"{key}: {old.get(key, 'unrecorded')} -> {new.get(key, 'unrecorded')}")
-    return diffs
 
 
 def gpu_uuids(run: dict) -> list[str]:
@@ -256,101 +104,16 @@ def other_gpus(baseline: dict, current: dict) -> str | None:
         return None
     return (f"GPU: the runs timed on different GPUs of this model ({', '.join(old)} -> {', '.join(new)}); "
             "two GPUs of one model can differ by a few percent, which the baseline rerun on this machine "
-            "(--baseline-rerun) takes out")
+            "(the ABBA confirmation) takes out")
 
 
-def pooled_outcomes(runs: list[dict]) -> tuple[dict, dict, dict]:
-    """(ran, skipped, failed) over several current runs of the same code.
-
-    ran: test -> its benchmark entries, one per run that timed it; failed: in any run (a
-    failure is never outvoted); skipped: only if no run timed it.
-    """
-    ran, skipped, failed = {}, {}, {}
-    for run in runs:
-        run_ran, run_skipped, run_failed = outcomes(run)
-        for test, bench in run_ran.items():
-            ran.setdefault(test, []).append(bench)
-        for test, reason in run_skipped.items():
-            skipped.setdefault(test, reason)
-        for test, message in run_failed.items():
-            failed.setdefault(test, message)
-    ran = {test: benches for test, benches in ran.items() if test not in failed}
-    skipped = {test: reason for test, reason in skipped.items() if test not in ran}
-    return ran, skipped, failed
-
-
-def _rounds(bench: dict) -> list[float]:
-    rounds = round_times_s(bench)
-    if rounds is None:
-        raise ValueError(f"{short_name(bench['fullname'])} has no per-round times (stats.data)")
-    return rounds
-
-
-def _pooled_median_ms(benches: list[dict]) -> float:
-    """Median step time in ms over the pooled rounds of one cell's entries from several runs."""
-    return float(np.median(np.concatenate([_rounds(b) for b in benches]))) * 1e3
-
-
-def compare(baseline: dict | list[dict], current: dict | list[dict], rule: Rule = DEFAULT_RULE,
-            cells: str | None = None) -> list[CellVerdict]:
-    """A verdict per cell of either side: regressions under `rule` and lost coverage fail.
-
-    `current` is one run or several runs of the same code (a run and the confirmation reruns
-    of some of its cells), whose rounds are pooled; so is `baseline` (the baseline run and
-    reruns of its code). `cells`, a regex, restricts the gate to the cells whose test name it
-    matches (to gate a rerun of a subset against a full baseline). ValueError if nothing is
-    left to compare: a selection must not pass by matching nothing.
-    """
-    baselines = [baseline] if isinstance(baseline, dict) else list(baseline)
-    currents = [current] if isinstance(current, dict) else list(current)
-    try:
-        selected = re.compile(cells or "")
-    except re.error as e:
-        raise ValueError(f"--cells is not a valid regular expression: {e}") from None
-
-    def keep(found: dict) -> dict:
-        return {test: value for test, value in found.items() if selected.search(test)}
-
-    base_ran = keep(pooled_outcomes(baselines)[0])
-    cur_ran, cur_skipped, cur_failed = map(keep, pooled_outcomes(currents))
-    verdicts = []
-    for test, benches in base_ran.items():
-        base_ms = median_ms(benches[0]) if len(benches) == 1 else _pooled_median_ms(benches)
-        if test in cur_ran:
-            base_rounds = [_rounds(b) for b in benches]
-            cur_rounds = [_rounds(b) for b in cur_ran[test]]
-            ratio = float(np.median(np.concatenate(cur_rounds)) / np.median(np.concatenate(base_rounds)))
-            low, high = ratio_interval(base_rounds, cur_rounds, rule)
-            status = decide(ratio, (low, high), rule.threshold_pct)
-            pooled = "; ".join(f"{len(r)} {side} runs pooled" for side, r in
-                               (("baseline", base_rounds), ("current", cur_rounds)) if len(r) > 1)
-            verdicts.append(CellVerdict(test, status, base_ms, base_ms * ratio,
-                                        ((low - 1) * 100, (high - 1) * 100), pooled))
-        elif test in cur_failed:
-            verdicts.append(CellVerdict(test, "LOST", base_ms, note=f"failed now: {cur_failed[test]}"))
-        elif test in cur_skipped:
-            verdicts.append(CellVerdict(test, "LOST", base_ms, note=f"skipped now: {cur_skipped[test]}"))
-        else:
-            verdicts.append(CellVerdict(test, "LOST", base_ms, note="missing from the current run"))
-    for test, benches in cur_ran.items():
-        if test not in base_ran:
-            verdicts.append(CellVerdict(test, "new", current_ms=_pooled_median_ms(benches), note="not in the baseline"))
-    if not verdicts:
-        if cells:
-            raise ValueError(f"--cells {cells!r} matches no timed cell of the baseline or the current run; "
-                             "an empty selection cannot pass")
-        raise ValueError("no timed cell in the baseline or the current run; an empty gate cannot pass")
-    return verdicts
-
-
-def format_verdict(v: CellVerdict, rule: Rule = DEFAULT_RULE) -> str:
+def format_verdict(v: CellVerdict) -> str:
     """One terminal line for a cell."""
     line = f"{v.status:<9} {short_name(v.test)}"
-    if v.baseline_ms is not None and v.current_ms is not None:
-        line += f"  {v.baseline_ms:.2f} ms -> {v.current_ms:.2f} ms ({v.change_pct:+.1f}%"
-        if v.interval_pct:
-            line += f", {rule.confidence:.0%} interval [{v.interval_pct[0]:+.1f}%, {v.interval_pct[1]:+.1f}%]"
-        line += f", threshold {rule.threshold_pct:g}%)" if v.status in RERUN_STATUSES else ")"
+    if v.change_pct is not None:
+        low, high = v.interval_pct
+        line += (f"  {v.baseline_ms:.2f} ms -> {v.current_ms:.2f} ms ({v.change_pct:+.1f}%, "
+                 f"95% interval [{low:+.1f}%, {high:+.1f}%], p {v.p:.2g}, {v.stage})")
     elif v.baseline_ms is not None:
         line += f"  ran in the baseline ({v.baseline_ms:.2f} ms)"
     elif v.current_ms is not None:
@@ -358,24 +121,47 @@ def format_verdict(v: CellVerdict, rule: Rule = DEFAULT_RULE) -> str:
     return f"{line}; {v.note}" if v.note else line
 
 
+def format_shift(comparison: Comparison) -> str:
+    """The common shift's line."""
+    s = comparison.shift
+    if s is None:
+        return "common shift: no cell timed in both"
+    low, high = s.interval_pct
+    line = (f"common shift {s.status}: {s.change_pct:+.2f}% (median over {s.cells} cells, 95% interval "
+            f"[{low:+.2f}%, {high:+.2f}%], p {s.p:.2g})")
+    return f"{line}; {s.note}" if s.note else line
+
+
 def counts(verdicts: list[CellVerdict]) -> str:
     """'2 regressed, 14 ok': the number of cells per status."""
-    found = {}
+    found: dict[str, int] = {}
     for v in verdicts:
         found[v.status] = found.get(v.status, 0) + 1
     return ", ".join(f"{n} {status.lower()}" for status, n in sorted(found.items()))
 
 
-def summary(comparisons: dict[str, list[CellVerdict]], rule: Rule = DEFAULT_RULE) -> str:
-    """The closing line: PASS/FAIL and the count per status against each compared run."""
-    result = "FAIL" if any(v.failed for vs in comparisons.values() for v in vs) else "PASS"
+def run_verdict(comparisons: dict[str, Comparison], allow_unsure: bool, confirmed: bool) -> str:
+    """pass, fail, or confirm (only unsure cells or an unconfirmed shift stand between the run and a pass)."""
+    if any(v.status in FAILING for vs in comparisons.values() for v in vs) \
+            or any(vs.shift and vs.shift.status == "REGRESSED" for vs in comparisons.values()):
+        return "fail"
+    if any(vs.failed(allow_unsure) for vs in comparisons.values()):
+        return "fail" if confirmed else "confirm"
+    return "pass"
+
+
+def summary(comparisons: dict[str, Comparison], rule: Rule, verdict: str) -> str:
+    """The closing line: PASS/FAIL/CONFIRM and the count per status against each compared run."""
     parts = "; ".join(f"{counts(vs)} against the {label}" for label, vs in comparisons.items())
-    return f"gate {result}: {parts} ({rule.describe()})"
+    word = {"pass": "PASS", "fail": "FAIL", "confirm": "FAIL (confirm: rerun the cells ABBA)"}[verdict]
+    return f"gate {word}: {parts} ({rule.describe()})"
 
 
-def rerun_cells(comparisons: dict[str, list[CellVerdict]]) -> list[str]:
-    """The cells worth a confirmation rerun (REGRESSED or unsure against any compared run)."""
-    return sorted({v.test for vs in comparisons.values() for v in vs if v.status in RERUN_STATUSES})
+def rerun_cells(comparisons: dict[str, Comparison]) -> list[str]:
+    """The cells to confirm: REGRESSED or unsure against any compared run, and every judged cell of a
+    comparison whose common shift exceeds the threshold (the whole run moved: machine or code?)."""
+    return sorted({v.test for vs in comparisons.values() for v in vs if v.status in RERUN_STATUSES
+                   or (vs.shift and vs.shift.status == "shifted" and v.log_ratio is not None)})
 
 
 def rerun_pytest_args(tests: list[str], settings: dict) -> list[str]:
@@ -395,6 +181,8 @@ def rerun_pytest_args(tests: list[str], settings: dict) -> list[str]:
         args += ["--attn-slowdown", str(settings["slowdown"])]
     if "compile_scope" in settings:
         args += ["--attn-compile-scope", settings["compile_scope"]]
+    args += [option for option, key in (("--attn-bare-loop", "bare_loop"), ("--attn-study", "study"))
+             if settings.get(key)]
     if any(short_name(test).endswith(CHANGING_ID_SUFFIX + "]") for test in tests):
         args += ["--attn-varlen-lengths", "changing"]
     params = [cell_params(test) for test in tests]
@@ -408,211 +196,56 @@ def rerun_pytest_args(tests: list[str], settings: dict) -> list[str]:
     return [*args, "-k", " or ".join(short_name(test) for test in tests)]
 
 
-def verdict_json(comparisons: dict[str, list[CellVerdict]], rule: Rule, files: dict,
-                 rerun_args: list[str], baseline_commit: str | None = None) -> dict:
-    """What `compare --json` writes: totals, the rule, and per compared run the cells' verdicts.
 
-    Totals count distinct cells: `cells` judged, `flagged` REGRESSED against any compared run,
-    `lost`, and `verdict` ("pass" or "fail").
-    """
+def verdict_json(comparisons: dict[str, Comparison], rule: Rule, files: dict, rerun_args: list[str],
+                 verdict: str, baseline_commit: str | None = None) -> dict:
+    """What `compare --json` writes: totals, the rule, per compared run the cells' verdicts and the
+    common shift, and the confirmation to run (cells, pytest arguments, the baseline's commit)."""
     every = [v for vs in comparisons.values() for v in vs]
     return {
-        "verdict": "fail" if any(v.failed for v in every) else "pass",
+        "verdict": verdict,
         "cells": len({v.test for v in every}),
         "flagged": len({v.test for v in every if v.status == "REGRESSED"}),
-        "lost": len({v.test for v in every if v.status == "LOST"}),
-        "rule": {"threshold_pct": rule.threshold_pct, "confidence": rule.confidence,
-                 "resamples": rule.resamples, "seed": rule.seed,
-                 "statistic": "bootstrap percentile interval of median(current) / median(baseline)"},
+        "lost": len({v.test for v in every if v.status in ("LOST", "FAILED")}),
+        "unsure": len({v.test for v in every if v.status == "unsure"}),
+        "rule": {"threshold_pct": rule.threshold_pct, "alpha": rule.alpha, "correction": rule.correction,
+                 "prior_dof": rule.prior_dof, "run_sd_pct": rule.run_sd_pct, "shift_sd_pct": rule.shift_sd_pct,
+                 "statistic": "log(median current / median baseline), se from run-to-run variances"},
         "files": files,
         "comparisons": {label: [v.as_dict() for v in vs] for label, vs in comparisons.items()},
-        "rerun": {"cells": rerun_cells(comparisons), "pytest_args": rerun_args,
-                  "baseline_commit": baseline_commit},
+        "shift": {label: vs.shift.as_dict() if vs.shift else None for label, vs in comparisons.items()},
+        "rerun": {"cells": rerun_cells(comparisons), "pytest_args": rerun_args, "baseline_commit": baseline_commit,
+                  "order": "ABBA: current code, baseline's code, baseline's code, current code"},
     }
 
 
-def gate_markdown(comparisons: dict[str, list[CellVerdict]], rule: Rule, files: dict,
+def gate_markdown(comparisons: dict[str, Comparison], rule: Rule, files: dict, verdict: str,
                   differences: list[str]) -> str:
     """The comparison as a markdown section."""
-    lines = [f"## Regression gate: {summary(comparisons, rule)}", ""]
+    lines = [f"## Regression gate: {summary(comparisons, rule, verdict)}", ""]
     lines += [", ".join(f"{label} `{name}`" for label, name in files.items() if name) + ".", ""]
     if differences:
-        lines += ["Machine and software differences (information only): " + "; ".join(differences), ""]
+        lines += ["Differences (information only): " + "; ".join(differences), ""]
     for label, verdicts in comparisons.items():
-        lines += [f"Against the {label}:", "",
-                  f"| status | cell | {label} ms | current ms | change | {rule.confidence:.0%} interval | note |",
-                  "| --- | --- | ---: | ---: | ---: | ---: | --- |"]
+        lines += [f"Against the {label}: {format_shift(verdicts)}.", "",
+                  f"| status | cell | {label} ms | current ms | change | 95% interval | p | note |",
+                  "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |"]
         for v in verdicts:
             base = f"{v.baseline_ms:.2f}" if v.baseline_ms is not None else ""
             cur = f"{v.current_ms:.2f}" if v.current_ms is not None else ""
             change = f"{v.change_pct:+.1f}%" if v.change_pct is not None else ""
-            interval = f"{v.interval_pct[0]:+.1f}% .. {v.interval_pct[1]:+.1f}%" if v.interval_pct else ""
-            lines.append(f"| {v.status} | `{short_name(v.test)}` | {base} | {cur} | {change} | {interval} | {v.note} |")
+            interval = "{:+.1f}% .. {:+.1f}%".format(*v.interval_pct) if v.interval_pct else ""
+            p = f"{v.p:.2g}" if v.p is not None else ""
+            lines.append(f"| {v.status} | `{short_name(v.test)}` | {base} | {cur} | {change} | {interval} | {p} "
+                         f"| {v.note} |")
         lines.append("")
     return "\n".join(lines)
 
 
-# --- calibration of the rule on same-code and slowed-down runs ----------------------
-def scaled_run(run: dict, factor: float) -> dict:
-    """A copy of `run` whose step times are all multiplied by `factor` (a synthetic slowdown)."""
-    scaled = copy.deepcopy(run)
-    for bench in scaled["benchmarks"]:
-        stats = bench["stats"]
-        stats["median"] *= factor
-        if stats.get("data"):
-            stats["data"] = [t * factor for t in stats["data"]]
-    return scaled
-
-
-def _only(tests: list[str]) -> str:
-    return "|".join(f"^{re.escape(test)}$" for test in tests)
-
-
-def confirmed(baseline: dict, current: dict, rerun: dict, rule: Rule = DEFAULT_RULE) -> list[CellVerdict]:
-    """The two-stage verdict: gate `current`; the cells worth a rerun are judged again on
-    `current` and `rerun` pooled (as `rerun` would have been run for them alone)."""
-    first = compare(baseline, current, rule)
-    again = rerun_cells({"baseline": first})
-    if not again:
-        return first
-    second = {v.test: v for v in compare(baseline, [current, rerun], rule, cells=_only(again))}
-    return [second.get(v.test, v) for v in first]
-
-
-def confirm_interleaved(first: list[CellVerdict], base_reruns: list[dict], cur_reruns: list[dict],
-                        rule: Rule = DEFAULT_RULE) -> list[CellVerdict]:
-    """`first` with every cell that both sides reran judged again on those reruns alone.
-
-    The reruns of the baseline's code and of the current code are measured back to back, in the
-    same machine state, on data that did not select the cells; so their verdict is final, and a
-    baseline (or current run) measured in another state can neither hide nor fake a regression.
-    """
-    both = set(pooled_outcomes(base_reruns)[0]) & set(pooled_outcomes(cur_reruns)[0])
-    judged = {v.test for v in first}
-    again = sorted(both & judged)
-    if not again:
-        return first
-    second = {v.test: replace(v, note="; ".join(filter(None, ["judged on the interleaved reruns", v.note])))
-              for v in compare(base_reruns, cur_reruns, rule, cells=_only(again))}
-    return [second.get(v.test, v) for v in first]
-
-
-@dataclass
-class CalibrationCase:
-    """One kind of comparison in a calibration: how many cell comparisons, how many flagged."""
-
-    name: str
-    compared: int = 0
-    flagged: int = 0
-    missed: tuple[str, ...] = ()
-
-    def add(self, verdicts: list[CellVerdict], expect_flagged: bool) -> None:
-        timed = [v for v in verdicts if v.interval_pct]
-        self.compared += len(timed)
-        self.flagged += sum(v.status == "REGRESSED" for v in timed)
-        if expect_flagged:
-            self.missed += tuple(short_name(v.test) for v in timed if v.status != "REGRESSED")
-
-    def line(self) -> str:
-        text = f"{self.name}: {self.flagged} of {self.compared} cell comparisons flagged"
-        missed = Counter(self.missed)
-        return text + ("; missed: " + ", ".join(f"{cell} x{n}" for cell, n in missed.items()) if missed else "")
-
-
-def calibrate(same: list[dict], slow: list[dict] | None = None, rule: Rule = DEFAULT_RULE,
-              synthetic_slowdown_pct: float = 5.0, slow_names: list[str] | None = None) -> dict:
-    """Measure the rule's false alarms and detections on real runs.
-
-    `same`: N >= 2 runs of the same code; every ordered pair is gated (N x (N-1) comparisons
-    per cell) and any flag is a false alarm. With N >= 3, every ordered triple is also gated
-    with the confirmation rerun (the third run as the rerun). The synthetic slowdown multiplies
-    the current runs' times by 1 + synthetic_slowdown_pct / 100 (same pairs and triples). Each
-    `slow` run (an injected slowdown) is gated against every same-code run.
-    Returns {case name: CalibrationCase} plus 'worst_same_low': (lower end in percent, cell).
-    """
-    if len(same) < 2:
-        raise ValueError(f"calibrate needs at least 2 same-code runs, got {len(same)}")
-    factor = 1 + synthetic_slowdown_pct / 100
-    result = {"same": CalibrationCase("same code"),
-              "same_confirmed": CalibrationCase("same code, with the confirmation rerun"),
-              "synthetic": CalibrationCase(f"synthetic +{synthetic_slowdown_pct:g}%"),
-              "synthetic_confirmed": CalibrationCase(f"synthetic +{synthetic_slowdown_pct:g}%, "
-                                                     "with the confirmation rerun")}
-    worst = (-math.inf, "")
-    for base, cur in itertools.permutations(range(len(same)), 2):
-        verdicts = compare(same[base], same[cur], rule)
-        result["same"].add(verdicts, expect_flagged=False)
-        worst = max([worst, *((v.interval_pct[0], short_name(v.test)) for v in verdicts if v.interval_pct)])
-        result["synthetic"].add(compare(same[base], scaled_run(same[cur], factor), rule), expect_flagged=True)
-    for base, cur, rerun in itertools.permutations(range(len(same)), 3):
-        result["same_confirmed"].add(confirmed(same[base], same[cur], same[rerun], rule), expect_flagged=False)
-        result["synthetic_confirmed"].add(
-            confirmed(same[base], scaled_run(same[cur], factor), scaled_run(same[rerun], factor), rule),
-            expect_flagged=True)
-    for i, run in enumerate(slow or []):
-        name = (slow_names or [])[i] if i < len(slow_names or []) else f"slow run {i + 1}"
-        slowdown = (run.get("attn_suite") or {}).get("slowdown")
-        case = result.setdefault(f"slow{i}", CalibrationCase(f"injected slowdown {slowdown} ({name})"))
-        for baseline in same:
-            case.add(compare(baseline, run, rule), expect_flagged=True)
-    result["worst_same_low"] = worst
-    return result
-
-
-def calibration_lines(result: dict, rule: Rule) -> list[str]:
-    """The calibration as terminal lines (also the markdown's list items)."""
-    low, cell = result["worst_same_low"]
-    cases = [value for key, value in result.items() if key != "worst_same_low"]
-    lines = [f"rule: {rule.describe()} ({rule.resamples} resamples, seed {rule.seed})"]
-    lines += [case.line() for case in cases if case.compared]
-    lines.append(f"highest lower end of a same-code interval: {low:+.2f}% ({cell}); threshold "
-                 f"{rule.threshold_pct:g}%, margin {rule.threshold_pct - low:.2f} points")
-    return lines
-
-
-# --- fixed-percentage calibration (pytest-benchmark's --benchmark-compare-fail) ----------
-def spreads(runs: list[dict]) -> dict[str, tuple[list[float], float]]:
-    """Per cell that ran in every run: (medians in ms, spread (max - min) / min in percent)."""
-    if len(runs) < 2:
-        raise ValueError(f"spread needs at least 2 runs, got {len(runs)}")
-    ran = [outcomes(run)[0] for run in runs]
-    result = {}
-    for test in ran[0]:
-        if all(test in r for r in ran):
-            medians = [median_ms(r[test]) for r in ran]
-            result[test] = (medians, (max(medians) - min(medians)) / min(medians) * 100)
-    return result
-
-
-def suggested_threshold(max_spread_pct: float, floor_pct: float = MIN_THRESHOLD_PCT) -> int:
-    """max(floor, 2 x the largest same-code spread), rounded up to an integer percent."""
-    return math.ceil(max(floor_pct, 2 * max_spread_pct))
-
-
-def spread_report(runs: list[dict], names: list[str]) -> tuple[list[str], str]:
-    """(terminal lines, markdown) for the same-code spread of `runs`."""
-    table = spreads(runs)
-    every = set(table)
-    partial = sorted({t for run in runs for t in outcomes(run)[0]} - every)
-    worst = max((s for _, s in table.values()), default=0.0)
-    threshold = suggested_threshold(worst)
-    lines = [f"{short_name(t)}  medians {', '.join(f'{m:.2f}' for m in ms)} ms  spread {s:.2f}%"
-             for t, (ms, s) in table.items()]
-    lines += [f"{short_name(t)}  not in every run: ignored" for t in partial]
-    lines.append(f"max same-code spread {worst:.2f}% over {len(runs)} runs ({len(table)} cells); "
-                 f"suggested threshold max({MIN_THRESHOLD_PCT:g}%, 2 x {worst:.2f}%) rounded up "
-                 f"= {threshold}%")
-    md = [f"## Same-code spread over {len(runs)} runs", "", "Runs: " + ", ".join(f"`{n}`" for n in names), "",
-          "| cell | medians (ms) | spread |", "| --- | --- | ---: |"]
-    md += [f"| `{short_name(t)}` | {', '.join(f'{m:.2f}' for m in ms)} | {s:.2f}% |" for t, (ms, s) in table.items()]
-    md += ["", (f"Max spread {worst:.2f}%; suggested threshold = max({MIN_THRESHOLD_PCT:g}%, "
-               f"2 x max spread) rounded up = **{threshold}%**.")]
-    return lines, "\n".join(md) + "\n"
-
-
 # --- command line ----------------------------------------------------------------
 def _rule(args) -> Rule:
-    return Rule(threshold_pct=args.threshold, confidence=args.confidence)
+    return Rule(threshold_pct=args.threshold, alpha=args.alpha, correction=args.correction,
+                shift_sd_pct=args.shift_sd)
 
 
 def _write_json(path: str | None, content: dict) -> None:
@@ -620,122 +253,181 @@ def _write_json(path: str | None, content: dict) -> None:
         Path(path).write_text(json.dumps(content, indent=1) + "\n", encoding="utf-8")
 
 
-def _run_compare(args) -> int:
-    rule = _rule(args)
-    if args.baseline_rerun and (args.storage or not args.runs or not Path(args.runs[0]).exists()):
-        raise ValueError("--baseline-rerun needs a BASELINE file to pool it with (not --storage)")
-    if args.storage:
-        if args.runs:
-            raise ValueError("give either --storage DIR or BASELINE CURRENT, not both")
-        found = latest_runs(args.storage, 2)
-        if len(found) < 2 and not args.reference:
-            what = f"only one run ({found[0]})" if found else "no runs"
-            print(f"gate PASS: {what} in {args.storage}; no baseline to compare with yet")
-            _write_json(args.json, {"verdict": "pass", "cells": 0, "flagged": 0, "note": f"{what}: no baseline"})
-            return 0
-        if not found:
-            raise ValueError(f"no run in {args.storage} to gate")
-        base_path, cur_paths = (found[0] if len(found) == 2 else None), [found[-1]]
-    elif len(args.runs) >= 2:
-        base_path, *cur_paths = map(Path, args.runs)
-    else:
-        raise ValueError("compare needs BASELINE CURRENT [RERUN ...] (JSON files) or --storage DIR")
-    currents = [load_run(p) for p in cur_paths]
-    against = {}  # label -> (path, run)
-    if base_path is not None and base_path.exists():
-        against["baseline"] = (base_path, load_run(base_path))
-    if args.reference:
-        against["reference"] = (Path(args.reference), load_run(args.reference))
-    cur_names = ", ".join(map(str, cur_paths))
-    if not against:
-        print(f"gate PASS: no baseline at {base_path}; nothing to compare {cur_names} with "
-              f"(store this run as the baseline)")
-        _write_json(args.json, {"verdict": "pass", "cells": 0, "flagged": 0, "note": "no baseline"})
-        return 0
-    base_reruns = [(Path(p), load_run(p)) for p in args.baseline_rerun]
-    if base_reruns and len(currents) < 2:
-        raise ValueError("--baseline-rerun needs the current code's rerun too: BASELINE CURRENT RERUN.json "
-                         "--baseline-rerun BASE_RERUN.json")
-    for path, run in [*against.values(), *zip(cur_paths, currents), *base_reruns]:
-        require_round_times(run, str(path))
-    for path, run in against.values():
-        for cur_path, cur in zip(cur_paths, currents):
-            check_comparable(run, cur, str(path), str(cur_path), args.allow_injected_slowdown)
-    for cur_path, cur in zip(cur_paths[1:], currents[1:]):
-        check_comparable(currents[0], cur, str(cur_paths[0]), str(cur_path))
-    for path, run in base_reruns:
-        base_path, base = against["baseline"]
-        check_comparable(base, run, str(base_path), str(path))
-
-    comparisons, differences = {}, []
-    for label, (path, run) in against.items():
-        print(f"{label} {path} vs current {cur_names} ({gpu_model(currents[0])})")
-        diffs = software_differences(run, currents[0])
-        differences += [f"{d} (vs the {label})" for d in diffs]
-        for diff in diffs:
-            print(f"info: software differs: {diff} (vs the {label})")
-        gpus = other_gpus(run, currents[0])
-        if gpus:
-            differences.append(f"{gpus} (vs the {label})")
-            print(f"info: {gpus} (vs the {label})")
-        comparisons[label] = compare(run, currents, rule, args.cells)
-        if label == "baseline" and base_reruns:
-            comparisons[label] = confirm_interleaved(comparisons[label], [r for _, r in base_reruns],
-                                                     currents[1:], rule)
-        for v in comparisons[label]:
-            print(format_verdict(v, rule))
-    again = rerun_cells(comparisons)
-    rerun_args = rerun_pytest_args(again, run_settings(currents[0]))
-    base_commit = (against["baseline"][1].get("commit_info") or {}).get("id") if "baseline" in against else None
-    if again and len(currents) == 1:
-        print(f"{len(again)} cell(s) to confirm: rerun them, then gate again with the rerun's JSON added "
-              f"after CURRENT:\n  python -m pytest {' '.join(_shell_quote(a) for a in rerun_args)} "
-              "--benchmark-json RERUN.json")
-        if base_commit:
-            print(f"  and, where the baseline's commit {base_commit} can be checked out, the same selection "
-                  "on it right before, passed as --baseline-rerun BASE_RERUN.json")
-    print(summary(comparisons, rule))
-    files = {"current": cur_names, **{label: str(path) for label, (path, _) in against.items()}}
-    if base_reruns:
-        files["baseline_reruns"] = ", ".join(str(p) for p, _ in base_reruns)
-    _write_json(args.json, verdict_json(comparisons, rule, files, rerun_args, base_commit))
-    if args.markdown:
-        Path(args.markdown).write_text(gate_markdown(comparisons, rule, files, differences), encoding="utf-8")
-    return 1 if any(v.failed for vs in comparisons.values() for v in vs) else 0
+def _history(paths: list[str], current: dict, allow_software_change: bool) -> tuple[Variances, int]:
+    """The variances of the comparable, eligible runs in `paths` (files or storage folders), grouped by
+    commit; and how many runs they came from."""
+    runs = []
+    for path in map(Path, paths):
+        found = [run for _, run in stored_runs(path)] if path.is_dir() else [load_run(path)]
+        runs += [run for run in found if not baseline_problems(run)
+                 and all(round_times_s(b) for b in outcomes(run)[0].values())
+                 and not comparable(run, current, allow_software_change=allow_software_change)]
+    variances = history_variances(code_groups(runs))
+    return variances, variances.runs
 
 
 def _shell_quote(arg: str) -> str:
     return arg if re.fullmatch(r"[\w@%+=:,./-]+", arg) else "'" + arg.replace("'", "'\"'\"'") + "'"
 
 
+def _run_compare(args) -> int:
+    rule = _rule(args)
+    if args.storage:
+        if len(args.runs) > 1:
+            raise ValueError("with --storage DIR give at most the CURRENT run (default: the newest in DIR)")
+        cur_paths = [Path(args.runs[0])] if args.runs else latest_runs(args.storage, 1)
+        if not cur_paths:
+            raise ValueError(f"no run in {args.storage} to gate")
+    elif len(args.runs) >= 2:
+        cur_paths = [Path(p) for p in args.runs[1:]]
+    else:
+        raise ValueError("compare needs BASELINE CURRENT [RERUN ...] (JSON files) or --storage DIR")
+    currents = [load_run(p) for p in cur_paths]
+    current = currents[0]
+    against: dict[str, tuple[str, list[dict]]] = {}  # label -> (names, runs)
+    if args.storage:
+        found = rolling_baseline(args.storage, current, cur_paths[0], args.baseline_runs, args.allow_software_change)
+        if found:
+            against["baseline"] = (", ".join(str(p) for p, _ in found), [r for _, r in found])
+        elif not args.no_baseline_ok:
+            raise ValueError(f"no eligible baseline in {args.storage} (complete, one worker per GPU, no failed "
+                             "cell, comparable with the current run); pass --no-baseline-ok where none is expected")
+    elif Path(args.runs[0]).exists() or not args.no_baseline_ok:
+        against["baseline"] = (args.runs[0], [load_run(args.runs[0])])
+    if args.reference:
+        against["reference"] = (args.reference, [load_run(args.reference)])
+    cur_names = ", ".join(map(str, cur_paths))
+    if not against:
+        print(f"gate PASS: no baseline (--no-baseline-ok); nothing to compare {cur_names} with")
+        _write_json(args.json, {"verdict": "pass", "cells": 0, "flagged": 0, "note": "no baseline"})
+        return 0
+    base_reruns = [(p, load_run(p)) for p in args.baseline_rerun]
+    if base_reruns and len(currents) < 2:
+        raise ValueError("--baseline-rerun needs the current code's reruns too: BASELINE CURRENT RERUN.json ... "
+                         "--baseline-rerun BASE_RERUN.json ...")
+    for name, runs in against.values():
+        for run in runs:
+            problems = baseline_problems(run)
+            if problems and not args.allow_injected_slowdown:
+                raise GateRefused(f"{name} cannot be a baseline: {'; '.join(problems)}")
+    for path, run in [*zip(cur_paths, currents), *base_reruns]:
+        require_round_times(run, str(path))
+    for name, runs in against.values():
+        for run in runs:
+            require_round_times(run, name)
+            for cur_path, cur in zip(cur_paths, currents):
+                check_comparable(run, cur, name, str(cur_path), args.allow_injected_slowdown,
+                                 args.allow_software_change)
+    for cur_path, cur in zip(cur_paths[1:], currents[1:]):
+        check_comparable(current, cur, str(cur_paths[0]), str(cur_path))
+    for path, run in base_reruns:
+        check_comparable(run, current, str(path), str(cur_paths[0]), args.allow_injected_slowdown,
+                         args.allow_software_change)
+    if base_reruns:
+        check_interleaved(base_reruns, list(zip(map(str, cur_paths[1:]), currents[1:])))
+    history = args.history or ([args.storage] if args.storage else [])
+    variances, history_runs = _history(history, current, args.allow_software_change)
+    print(f"run-to-run variances from {history_runs} same-code run(s) in {variances.groups} group(s)"
+          + ("" if history_runs else " (none: the rule's priors)"))
+
+    comparisons: dict[str, Comparison] = {}
+    differences = []
+    for label, (name, runs) in against.items():
+        print(f"{label} {name} vs current {cur_names} ({gpu_model(current)})")
+        if args.allow_software_change:
+            differences += [f"software {d} (vs the {label})" for d in software_differences(runs[-1], current)]
+        gpus = other_gpus(runs[-1], current)
+        if gpus:
+            differences.append(f"{gpus} (vs the {label})")
+        first = compare(runs, current, rule, args.cells, variances)
+        if len(currents) > 1:
+            first = confirm(first, runs, currents[1:], [r for _, r in base_reruns] if label == "baseline" else [],
+                            rule, variances, first_run=current)
+        comparisons[label] = first
+        for v in first:
+            print(format_verdict(v))
+        print(format_shift(first))
+    for d in differences:
+        print(f"info: {d}")
+    confirmed = len(currents) > 1
+    verdict = run_verdict(comparisons, args.allow_unsure, confirmed)
+    again = rerun_cells(comparisons)
+    rerun_args = rerun_pytest_args(again, run_settings(current))
+    base_commit = (against["baseline"][1][-1].get("commit_info") or {}).get("id") if "baseline" in against else None
+    if again and not confirmed:
+        command = " ".join(_shell_quote(a) for a in rerun_args)
+        print(f"{len(again)} cell(s) to confirm: rerun them interleaved ABBA, then gate again with the current "
+              f"code's reruns after CURRENT and the baseline's as --baseline-rerun:\n"
+              f"  A1 (this code):      python -m pytest {command} --benchmark-json A1.json\n"
+              f"  B1 (commit {base_commit or 'of the baseline'}): the same, --benchmark-json B1.json\n"
+              f"  B2 (that commit):    the same, --benchmark-json B2.json\n"
+              f"  A2 (this code):      the same, --benchmark-json A2.json")
+    print(summary(comparisons, rule, verdict))
+    files = {"current": cur_names, **{label: name for label, (name, _) in against.items()}}
+    if base_reruns:
+        files["baseline_reruns"] = ", ".join(p for p, _ in base_reruns)
+    _write_json(args.json, verdict_json(comparisons, rule, files, rerun_args, verdict, base_commit))
+    if args.markdown:
+        Path(args.markdown).write_text(gate_markdown(comparisons, rule, files, verdict, differences), encoding="utf-8")
+    return 0 if verdict == "pass" else 1
+
+
 def _run_calibrate(args) -> int:
     rule = _rule(args)
     same = [load_run(p) for p in args.runs]
-    slow = [load_run(p) for p in args.slow]
-    for path, run in zip([*args.runs, *args.slow], [*same, *slow]):
+    if len(same) < 2:
+        raise ValueError(f"calibrate needs at least 2 same-code runs, got {len(same)}")
+    for path, run in zip(args.runs, same):
         require_round_times(run, path)
     for path, run in zip(args.runs[1:], same[1:]):
         check_comparable(same[0], run, args.runs[0], path)
-    for path, run in zip(args.slow, slow):
-        check_comparable(same[0], run, args.runs[0], path, allow_injected_slowdown=True)
-    result = calibrate(same, slow, rule, args.synthetic, slow_names=args.slow)
-    lines = calibration_lines(result, rule)
-    print("\n".join(lines))
-    if args.markdown:
-        md = [f"## Gate calibration over {len(same)} same-code runs", "",
-              "Same-code runs: " + ", ".join(f"`{p}`" for p in args.runs), ""] + [f"- {line}" for line in lines]
-        Path(args.markdown).write_text("\n".join(md) + "\n", encoding="utf-8")
+    groups = [same] if args.same_code else code_groups(same)
+    variances = history_variances(groups)
+    from .gate_policy import side
+    sides = side(same, rule)
+    cells = sorted(t for t in sides if variances.cell(t)[1])
+    if not cells:
+        raise ValueError("no cell was timed by two runs of one code")
+    tau2 = shift_variance(variances, rule)
+    measured = [variances.cell(t)[0] for t in cells]
+    shrunk = [cell_variance(variances, t, sides[t].within, rule) for t in cells]
+    shift_sd = (variances.shift[0] or 0.0) ** 0.5
+    print(f"{len(same)} runs in {variances.groups} same-code group(s), {len(cells)} cells; rule: {rule.describe()}")
+    if args.verbose:
+        for t, m, v in zip(cells, measured, shrunk):
+            print(f"  {short_name(t)}  run-to-run sd {100 * m ** 0.5:.2f}%  used {100 * v ** 0.5:.2f}%")
+    cell_sds = {t: 100 * m ** 0.5 for t, m in zip(cells, measured)}
+    sds = sorted(cell_sds.values())
+    print(f"per-cell run-to-run sd (measured, {variances.cell(cells[0])[1]} dof each): "
+          f"median {sds[len(sds) // 2]:.2f}%, "
+          f"max {sds[-1]:.2f}%; the runs' common shift sd {100 * shift_sd:.2f}% ({variances.shift[1]} dof), "
+          f"used {100 * tau2 ** 0.5:.2f}%")
+    result = {"runs": args.runs, "cells": len(cells), "cells_total": args.cells_total,
+              "run_sd_pct": cell_sds, "shift_sd_pct": 100 * shift_sd, "rates": {}}
+    for name, assumed in (("measured", measured), ("shrunk", shrunk)):
+        for slowdown in [0.0, *args.slowdown]:
+            rates = error_rates(measured, tau2, rule, args.cells_total, slowdown, assumed_vars=assumed)
+            result["rates"][f"{name}/{slowdown:g}"] = rates
+            what = "false alarm" if slowdown == 0 else f"+{slowdown:g}% in every cell: detection"
+            print(f"true = measured, se from {name} variances, {args.cells_total} cells, {what}: "
+                  f"run fails {100 * rates['fail']:.3g}%, "
+                  f"a cell fails {100 * rates['cell_fail']:.3g}%, REGRESSED {100 * rates['cell_regressed']:.3g}%; "
+                  f"cells to confirm {rates['cells_to_confirm']:.2f} per run")
+    _write_json(args.json, result)
     return 0
 
 
-def _run_spread(args) -> int:
-    runs = [load_run(p) for p in args.runs]
-    for path, run in zip(args.runs[1:], runs[1:]):
-        check_comparable(runs[0], run, args.runs[0], path)
-    lines, md = spread_report(runs, args.runs)
-    print("\n".join(lines))
-    if args.markdown:
-        Path(args.markdown).write_text(md, encoding="utf-8")
+def _run_pin(args) -> int:
+    run = load_run(args.run)
+    require_round_times(run, args.run)
+    problems = baseline_problems(run)
+    if problems:
+        raise GateRefused(f"{args.run} cannot be a reference: {'; '.join(problems)}")
+    slug = (run["machine_info"].get("gpu") or {}).get("gpu_slug") or gpu_model(run).lower().replace(" ", "-")
+    out = Path(args.out) if args.out else Path("results") / slug / REFERENCE_NAME
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(Path(args.run).read_text(encoding="utf-8"), encoding="utf-8")
+    print(f"pinned {args.run} as the {gpu_model(run)} reference: {out} (commit it)")
     return 0
 
 
@@ -748,49 +440,66 @@ def _run_latest(args) -> int:
 
 def _add_rule_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD_PCT,
-                   help=f"allowed slowdown of a cell's median in percent: a cell fails when its whole interval "
-                        f"lies above it (default {DEFAULT_THRESHOLD_PCT:g})")
-    p.add_argument("--confidence", type=float, default=DEFAULT_CONFIDENCE,
-                   help=f"confidence of the bootstrap interval (default {DEFAULT_CONFIDENCE:g})")
+                   help=f"practical effect size: a slowdown of a cell's median (and of the common shift) smaller "
+                        f"than this percent never fails (default {DEFAULT_THRESHOLD_PCT:g})")
+    p.add_argument("--alpha", type=float, default=DEFAULT_ALPHA,
+                   help=f"error rate per run controlled by the correction (default {DEFAULT_ALPHA:g})")
+    p.add_argument("--shift-sd", type=float, default=DEFAULT_SHIFT_SD_PCT, metavar="PCT",
+                   help="prior sd of a run's machine shift, shrunk with the history's (default "
+                        f"{DEFAULT_SHIFT_SD_PCT:g}: another state or another GPU of the model)")
+    p.add_argument("--correction", choices=CORRECTIONS, default="holm",
+                   help="holm: family-wise error rate over the matrix (default); bh: false discovery rate")
 
 
 def parser() -> argparse.ArgumentParser:
     """The command line's argument parser."""
     p = argparse.ArgumentParser(prog="python -m attn_tools.gate", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
-    c = sub.add_parser("compare", help="gate CURRENT against BASELINE (exit 1 on regression or lost coverage)")
+    c = sub.add_parser("compare", help="gate CURRENT against BASELINE (exit 1 on a failure or cells to confirm)")
     c.add_argument("runs", nargs="*", metavar="BASELINE CURRENT [RERUN ...]",
-                   help="pytest-benchmark JSON files: the baseline, then one or more current runs of the same "
-                        "code (a run and confirmation reruns of some of its cells), whose rounds are pooled")
-    c.add_argument("--storage", help="compare the two newest runs (by recorded date) in this folder instead")
+                   help="pytest-benchmark JSON files: the baseline, the current run, then the current code's "
+                        "confirmation reruns (with --storage: only CURRENT, optional)")
+    c.add_argument("--storage", help="rolling baseline: the median per cell of the last --baseline-runs eligible "
+                                     "runs in this folder (the current run: the newest, unless given)")
+    c.add_argument("--baseline-runs", type=int, default=DEFAULT_BASELINE_RUNS, metavar="K",
+                   help=f"runs in the rolling baseline (default {DEFAULT_BASELINE_RUNS})")
+    c.add_argument("--history", nargs="+", default=[], metavar="FILE|DIR",
+                   help="stored runs (files or folders) whose same-code groups give the run-to-run variances "
+                        "(default: the --storage folder)")
     c.add_argument("--reference", metavar="REF.json",
-                   help="also gate against this fixed reference run (catches drift the rolling baseline lets by)")
+                   help="also gate against this pinned reference (results/<gpu-slug>/reference.json)")
     _add_rule_options(c)
-    c.add_argument("--cells", metavar="REGEX",
-                   help="gate only the cells whose test name matches (a subset rerun vs a full baseline); "
-                        "matching none is an error")
-    c.add_argument("--json", metavar="FILE", help="also write the verdict as JSON")
-    c.add_argument("--markdown", metavar="FILE", help="also write the comparison as markdown")
-    c.add_argument("--baseline-rerun", nargs="+", default=[], metavar="RERUN.json",
-                   help="reruns of the baseline's code (the cells to confirm, run on the baseline's commit "
-                        "right before the current rerun): the cells both reran are judged on the two reruns "
-                        "alone, so a run measured in another machine state cannot hide or fake a regression")
+    c.add_argument("--cells", metavar="REGEX", help="gate only the cells whose test id matches; matching none, "
+                                                     "or only cells the baseline lacks, is an error")
+    c.add_argument("--baseline-rerun", nargs="+", default=[], metavar="B.json",
+                   help="the baseline code's confirmation reruns, interleaved ABBA with the current code's")
+    c.add_argument("--allow-unsure", action="store_true", help="pass cells that stay unsure after confirmation")
+    c.add_argument("--allow-software-change", action="store_true",
+                   help="compare runs whose library, driver, CUDA or cuDNN versions differ (the change under test)")
     c.add_argument("--allow-injected-slowdown", action="store_true",
                    help="accept current runs made with --attn-slowdown against a baseline without (tests the gate)")
+    c.add_argument("--no-baseline-ok", action="store_true",
+                   help="pass when the baseline file or an eligible stored baseline is missing (a first run)")
+    c.add_argument("--json", metavar="FILE", help="also write the verdict as JSON")
+    c.add_argument("--markdown", metavar="FILE", help="also write the comparison as markdown")
     c.set_defaults(func=_run_compare)
-    cal = sub.add_parser("calibrate", help="the rule's false alarms and detections on same-code (and slowed) runs")
-    cal.add_argument("runs", nargs="+", metavar="SAME", help="pytest-benchmark JSON files of the same code (>= 2)")
-    cal.add_argument("--slow", nargs="*", default=[], metavar="SLOW",
-                     help="runs of the same code with --attn-slowdown: every cell should be flagged")
-    cal.add_argument("--synthetic", type=float, default=5.0, metavar="PCT",
-                     help="synthetic slowdown applied to the same-code runs' times (default 5)")
+    cal = sub.add_parser("calibrate", help="run-to-run variances of same-code runs, and the rule's expected false "
+                                           "alarms and detections per full run")
+    cal.add_argument("runs", nargs="+", metavar="RUN", help="pytest-benchmark JSON files (>= 2 of one code)")
+    cal.add_argument("--same-code", action="store_true",
+                     help="treat every run as the same code (default: group them by recorded commit)")
+    cal.add_argument("--cells-total", type=int, default=DEFAULT_CELLS_TOTAL, metavar="N",
+                     help=f"cells in a full run (default {DEFAULT_CELLS_TOTAL})")
+    cal.add_argument("--slowdown", type=float, nargs="*", default=[3.0, 5.0], metavar="PCT",
+                     help="uniform slowdowns whose detection to compute (default 3 5)")
+    cal.add_argument("--verbose", action="store_true", help="print every cell's variance")
+    cal.add_argument("--json", metavar="FILE", help="also write the numbers as JSON")
     _add_rule_options(cal)
-    cal.add_argument("--markdown", metavar="FILE", help="also write the calibration as markdown")
     cal.set_defaults(func=_run_calibrate)
-    s = sub.add_parser("spread", help="same-code spread of N runs and the fixed threshold it suggests")
-    s.add_argument("runs", nargs="+", metavar="RUN", help="pytest-benchmark JSON files of the same code")
-    s.add_argument("--markdown", metavar="FILE", help="also write the spreads as markdown")
-    s.set_defaults(func=_run_spread)
+    pin = sub.add_parser("pin", help="write a run as its GPU model's pinned reference")
+    pin.add_argument("run", metavar="RUN.json")
+    pin.add_argument("--out", metavar="FILE", help=f"default: results/<gpu-slug>/{REFERENCE_NAME}")
+    pin.set_defaults(func=_run_pin)
     latest = sub.add_parser("latest", help="print the newest run (by recorded date) in a storage folder")
     latest.add_argument("storage", metavar="DIR")
     latest.set_defaults(func=_run_latest)
@@ -798,7 +507,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the command line; returns the exit status."""
+    """Run the command line; returns the exit status (the `attn-gate` console script)."""
     args = parser().parse_args(argv)
     try:
         return args.func(args)

@@ -65,10 +65,28 @@ def round_times_s(bench: dict) -> list[float] | None:
 # What must be equal for two runs' step times to be comparable: the run-level settings in
 # `attn_suite` and the per-cell ones that pytest-benchmark and the harness record.
 RUN_SETTINGS = ("profile", "rounds", "warmup", "slowdown")
+# Run-level switches that change what a cell's process does around its timed rounds (a bare
+# perf_counter loop, the study's yardstick after each cell); absent = off (runs before the option).
+SWITCH_SETTINGS = ("bare_loop", "study")
 SCOPED_TESTS = ("test_train_step[", "test_infer_step[")  # cells whose model --attn-compile-scope compiles
 # test_varlen_train_step[<impl>-<mode>-changing]: the cell with new image sizes every step
 CHANGING_ID_SUFFIX = "-changing"
 CELL_SETTINGS = {"iterations": ("stats", "iterations"), "steps_per_round": ("extra_info", "steps_per_round")}
+GPU_SOFTWARE_KEYS = ("driver", "cuda", "cudnn")  # machine_info["gpu"] entries that are software versions
+
+
+def workers_per_gpu(run: dict) -> int:
+    """How many pytest workers shared each GPU (`attn_suite.workers_per_gpu`, else the runner's record; 1 if
+    neither: plain pytest runs one process)."""
+    suite = run.get("attn_suite") or {}
+    value = suite.get("workers_per_gpu", (suite.get("runner") or {}).get("workers_per_gpu"))
+    return int(value) if value else 1
+
+
+def is_complete(run: dict) -> bool:
+    """False when the run says it was cut short (`attn_suite.complete == False`: interrupted, crashed or
+    past a deadline); a run that does not say is taken as complete."""
+    return (run.get("attn_suite") or {}).get("complete", True) is not False
 
 
 def run_settings(run: dict) -> dict:
@@ -76,14 +94,17 @@ def run_settings(run: dict) -> dict:
 
     Run-level: profile, rounds, warmup, slowdown, and compile_scope when the run has compiled
     training or inference cells (the only ones it changes; a run written before the option compiled
-    each block). Per cell: iterations (pytest-benchmark's steps per round) and steps_per_round (the
-    harness's), given as the one value all cells share, or a sorted tuple when they differ.
+    each block); workers_per_gpu, bare_loop and study always (defaults 1, False, False). Per cell:
+    iterations (pytest-benchmark's steps per round) and steps_per_round (the harness's), given as
+    the one value all cells share, or a sorted tuple when they differ.
     """
     suite = run.get("attn_suite") or {}
     settings = {name: suite[name] for name in RUN_SETTINGS if suite.get(name) is not None}
     if suite and any(short_name(b["fullname"]).startswith(SCOPED_TESTS)
                      and (cell_params(b["fullname"]) or {}).get("mode") == "compiled" for b in run["benchmarks"]):
         settings["compile_scope"] = suite.get("compile_scope", "block")
+    settings["workers_per_gpu"] = workers_per_gpu(run)
+    settings.update({name: bool(suite.get(name)) for name in SWITCH_SETTINGS})
     for name, (section, key) in CELL_SETTINGS.items():
         values = {(b.get(section) or {}).get(key) for b in run["benchmarks"]} - {None}
         if values:
@@ -91,12 +112,34 @@ def run_settings(run: dict) -> dict:
     return settings
 
 
+def software_versions(run: dict) -> dict:
+    """{name: version} of the software that times a cell: every library in `machine_info.libraries`
+    (torch, timm, the attention libraries, "not installed" included) and the GPU's driver, CUDA and cuDNN."""
+    info = run["machine_info"]
+    versions = dict(info.get("libraries") or {})
+    gpu = info.get("gpu") or {}
+    versions.update({key: gpu[key] for key in GPU_SOFTWARE_KEYS if gpu.get(key) is not None})
+    return versions
+
+
+def software_differences(a: dict, b: dict, labels: tuple[str, str] = ("baseline", "current")) -> list[str]:
+    """'name: LA old, LB new' for each version that both runs recorded and that differs."""
+    va, vb = software_versions(a), software_versions(b)
+    la, lb = labels
+    return [f"{key}: {la} {va[key]!r}, {lb} {vb[key]!r}" for key in sorted(set(va) & set(vb)) if va[key] != vb[key]]
+
+
 def comparable(a: dict, b: dict, allow_injected_slowdown: bool = False,
-               labels: tuple[str, str] = ("baseline", "current")) -> list[str]:
+               labels: tuple[str, str] = ("baseline", "current"), allow_software_change: bool = False) -> list[str]:
     """Why runs `a` and `b` must not be compared, one reason a line; [] when they may be.
 
     The one comparability rule of the gate, the report and the runner's merge: the same GPU
-    model, and every timing setting that both runs recorded (RUN_SETTINGS, CELL_SETTINGS) equal.
+    model, every timing setting that both runs recorded equal (RUN_SETTINGS, CELL_SETTINGS,
+    compile_scope, and always workers per GPU, the bare loop and the study yardstick), and the
+    same software versions (`software_versions`: libraries, driver, CUDA, cuDNN) where both
+    recorded one. A version change is not comparable by default because it moves step times by
+    itself: a regression it causes would otherwise be blamed on the code, or hide one. Pass
+    `allow_software_change` when the change is the thing under test (an upgrade's gate).
     With `allow_injected_slowdown`, `b` may carry an injected slowdown that `a` lacks (to test
     the gate). `labels` name the two runs in the reasons.
     """
@@ -109,6 +152,8 @@ def comparable(a: dict, b: dict, allow_injected_slowdown: bool = False,
     ignored = {"slowdown"} if allow_injected_slowdown and not settings_a.get("slowdown") else set()
     reasons += [f"{name}: {la} {settings_a[name]!r}, {lb} {settings_b[name]!r}" for name in settings_a
                 if name in settings_b and name not in ignored and settings_a[name] != settings_b[name]]
+    if not allow_software_change:
+        reasons += [f"software {d}" for d in software_differences(a, b, labels)]
     return reasons
 
 

@@ -1,9 +1,9 @@
-"""The regression gate on real smoke-profile runs (rerun passes, slowdown fails, lost coverage,
-other GPU refused, bad baseline files), its statistical rule on the H200 runs in results/h200/2026-11-30/,
-and the faults of issue 13 (run order, empty selection, unlike settings, reference baseline)."""
+"""The regression gate: on real smoke-profile runs (rerun passes, slowdown fails, lost coverage, other
+GPU refused, bad baseline files); its rule's error rates on simulated runs with known run-to-run
+variances (issue 30); its policy (baselines, reruns, verdicts) on small synthetic runs."""
 import copy
-import itertools
 import json
+import math
 import os
 import subprocess
 import sys
@@ -11,10 +11,12 @@ import time
 from collections import Counter
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 from benchruns import ENV, ROOT, run_module, run_suite
 
-from attn_tools import gate
+from attn_tools import gate, gate_policy, gate_rule
+from attn_tools.runs import short_name
 
 pytestmark = pytest.mark.suite
 
@@ -25,7 +27,6 @@ CELLS = ("--attn-variant", "plain", "--attn-seq-len", "196", "--attn-mode", "eag
 # (The H200 threshold comes from `python -m attn_tools.gate calibrate`, not from these numbers.)
 CPU_THRESHOLD = "150"
 SLOWDOWN = "5.0"
-H200 = ROOT / "results" / "h200" / "2026-11-30"
 
 
 def _check(proc):
@@ -79,7 +80,7 @@ def test_injected_slowdown_fails(runs):
                       "--allow-injected-slowdown")
     assert proc.returncode == 1, proc.stdout + proc.stderr
     line = next(x for x in proc.stdout.splitlines() if "native-plain-196-eager" in x)
-    assert line.startswith("REGRESSED") and " ms -> " in line and f"threshold {CPU_THRESHOLD}%" in line
+    assert line.startswith("REGRESSED") and " ms -> " in line and "95% interval" in line
     assert "gate FAIL" in proc.stdout
 
 
@@ -108,13 +109,6 @@ def test_other_gpu_model_is_refused(runs):
     proc = run_module("attn_tools.gate", "compare", other, runs.same)
     assert proc.returncode == 2
     assert "NVIDIA H100 80GB HBM3" in proc.stderr and "'cpu'" in proc.stderr and str(other) in proc.stderr
-
-
-def test_software_differences_are_information_only(runs):
-    older = _edited(runs, "old-torch.json", lambda d: d["machine_info"]["libraries"].update(torch="2.5.0"))
-    proc = run_module("attn_tools.gate", "compare", older, runs.same, "--threshold", CPU_THRESHOLD)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "info: software differs: torch: 2.5.0 -> " in proc.stdout
 
 
 def test_runs_on_other_gpus_of_the_model_are_information_only(runs):
@@ -171,21 +165,6 @@ def test_corrupted_baseline_is_a_clear_error(runs):
     assert len(proc.stderr.strip().splitlines()) == 1
 
 
-def test_no_baseline_passes_and_says_so(runs, tmp_path):
-    proc = run_module("attn_tools.gate", "compare", tmp_path / "absent.json", runs.same)
-    assert proc.returncode == 0 and "no baseline" in proc.stdout
-    proc = run_module("attn_tools.gate", "compare", "--storage", tmp_path / "empty")
-    assert proc.returncode == 0 and "no baseline" in proc.stdout
-
-
-def test_spread_suggests_a_threshold(runs, tmp_path):
-    markdown = tmp_path / "spread.md"
-    proc = run_module("attn_tools.gate", "spread", runs.base, runs.same, "--markdown", markdown)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "spread" in proc.stdout and "suggested threshold" in proc.stdout
-    assert "| `test_train_step[native-plain-196-eager]` |" in markdown.read_text()
-
-
 # --- pure logic on small synthetic runs ---------------------------------------------
 TEST = "tests/test_train_step.py::test_train_step[{}]"
 
@@ -222,59 +201,6 @@ def _noisy(median_s: float, rounds: int = 20, spread: float = 0.01) -> list[floa
     return steps[1::2] + steps[::2]
 
 
-def test_threshold_arithmetic():
-    """With constant rounds the interval is the point: the rule reduces to the old threshold."""
-    base = _run({"a-plain-196-eager": 0.100, "b-plain-196-eager": 0.100, "c-plain-196-eager": 0.100})
-    cur = _run({"a-plain-196-eager": 0.105, "b-plain-196-eager": 0.1051, "c-plain-196-eager": 0.090})
-    verdicts = gate.compare(base, cur, gate.Rule(5.0))
-    status = {v.test.split("[")[1][0]: v.status for v in verdicts}
-    assert status == {"a": "ok", "b": "REGRESSED", "c": "faster"}
-    assert verdicts[1].interval_pct == pytest.approx((5.1, 5.1))
-    assert gate.change_pct(10.0, 15.0) == pytest.approx(50.0)
-    with pytest.raises(ValueError, match="threshold"):
-        gate.Rule(-1)
-    with pytest.raises(ValueError, match="confidence"):
-        gate.Rule(confidence=95)
-
-
-def test_decision_needs_the_whole_interval_above_the_threshold():
-    assert gate.decide(1.05, (1.021, 1.08), 2.0) == "REGRESSED"
-    assert gate.decide(1.05, (1.019, 1.08), 2.0) == "unsure"  # looks slow: a confirmation rerun decides
-    assert gate.decide(1.01, (0.99, 1.03), 2.0) == "ok"
-    assert gate.decide(0.95, (0.94, 0.97), 2.0) == "faster"
-
-
-def test_bootstrap_interval_is_reproducible_and_brackets_the_ratio():
-    base, cur = _noisy(0.100, spread=0.04), _noisy(0.103, spread=0.04)
-    low, high = gate.ratio_interval([base], [cur])
-    assert (low, high) == gate.ratio_interval([base], [cur])  # fixed seed
-    assert low < 1.03 < high and high - low > 0.01
-    narrow = gate.ratio_interval([base], [cur], gate.Rule(confidence=0.5))
-    assert low < narrow[0] < narrow[1] < high
-
-
-def test_rule_uses_the_rounds_each_run_recorded():
-    """10 rounds of 3 steps (the current suite) and 20 of 1 (the H200 runs of 2026-11-30) both work;
-    a slowdown well beyond the rounds' spread is flagged, the same times are not."""
-    for rounds, steps in ((10, 3), (20, 1)):
-        base = _run({"a-plain-196-eager": _noisy(0.100, rounds)}, rounds=rounds, iterations=steps)
-        same = _run({"a-plain-196-eager": _noisy(0.1005, rounds)}, rounds=rounds, iterations=steps)
-        slow = _run({"a-plain-196-eager": _noisy(0.105, rounds)}, rounds=rounds, iterations=steps)
-        assert [v.status for v in gate.compare(base, same)] == ["ok"]
-        assert [v.status for v in gate.compare(base, slow)] == ["REGRESSED"]
-
-
-def test_several_current_runs_are_pooled():
-    base = _run({"a-plain-196-eager": _noisy(0.100)})
-    first = _run({"a-plain-196-eager": _noisy(0.104, spread=0.10), "b-plain-196-eager": 0.1})
-    rerun = _run({"a-plain-196-eager": _noisy(0.100, spread=0.10)})
-    (alone,) = [v for v in gate.compare(base, first) if "[a-" in v.test]
-    (pooled,) = gate.compare(base, [first, rerun], cells=r"\[a-")
-    assert alone.status == "unsure" and pooled.status == "ok"
-    assert pooled.note == "2 current runs pooled"
-    assert pooled.current_ms == pytest.approx(102.0, rel=0.01)  # the median of both runs' rounds
-
-
 def test_failed_cell_is_lost_even_if_timed():
     base = _run({"a-plain-196-eager": 0.1})
     cur = _run({"a-plain-196-eager": 0.1})
@@ -282,18 +208,6 @@ def test_failed_cell_is_lost_even_if_timed():
                                     "message": "loss became NaN during timing\nmore"}]
     (verdict,) = gate.compare(base, cur)
     assert verdict.status == "LOST" and verdict.note == "failed now: loss became NaN during timing"
-
-
-def test_suggested_threshold_rule():
-    """`spread`'s fixed-percentage rule (for pytest-benchmark's --benchmark-compare-fail)."""
-    assert gate.MIN_THRESHOLD_PCT == 5.0
-    assert gate.suggested_threshold(1.3) == 5
-    assert gate.suggested_threshold(3.53) == 8  # the H200 runs of 2026-11-30
-    assert gate.suggested_threshold(3.2) == 7
-    spreads = gate.spreads([_run({"a-plain-196-eager": 0.100}), _run({"a-plain-196-eager": 0.102})])
-    assert spreads[TEST.format("a-plain-196-eager")][1] == pytest.approx(2.0)
-    with pytest.raises(ValueError):
-        gate.spreads([_run({})])
 
 
 def test_cells_restricts_the_gate_to_a_subset():
@@ -370,45 +284,6 @@ def test_compile_scope_is_compared_only_for_compiled_model_cells_and_defaults_to
     assert proc.rc == 2 and "compile_scope: baseline 'block', current 'model'" in proc.stderr
 
 
-def test_a_baseline_rerun_corrects_a_baseline_measured_in_a_slower_state(tmp_path, capsys):
-    """As on the H200 (results/h200/gate, fourth session): the baseline process ran 2 % slower
-    than the machine's state when the current run was measured, so a real 5 % slowdown showed as
-    +3 % and the current-side rerun could not fix it. With the baseline's code rerun next to the
-    current rerun, the cells both reran are judged on those interleaved reruns alone: the
-    slowdown is measured whole, and good code passes."""
-    cell = "a-plain-196-compiled"
-    slow_state_baseline = _run({cell: _noisy(0.102, 10, 0.06)}, rounds=10)
-    regressed = _run({cell: _noisy(0.105, 10, 0.01)}, rounds=10)
-    base = _save(tmp_path / "base.json", slow_state_baseline)
-    cur = _save(tmp_path / "cur.json", regressed)
-    cur_rerun = _save(tmp_path / "cur-rerun.json", regressed)
-    first = _gate(capsys, "compare", base, cur, cur_rerun)
-    assert first.rc == 0 and "unsure" in first.stdout, first.stdout
-    base_reruns = [_save(tmp_path / f"base-rerun-{i}.json", _run({cell: _noisy(0.100, 10, 0.01)}, rounds=10))
-                   for i in (1, 2)]
-    proc = _gate(capsys, "compare", base, cur, cur_rerun, "--baseline-rerun", *base_reruns,
-                 "--json", tmp_path / "gate.json")
-    assert proc.rc == 1 and "REGRESSED" in proc.stdout, proc.stdout
-    assert "(+5.0%," in proc.stdout and "judged on the interleaved reruns; 2 baseline runs pooled" in proc.stdout
-    assert json.loads((tmp_path / "gate.json").read_text())["files"]["baseline_reruns"].count("base-rerun") == 2
-
-    good = _save(tmp_path / "good.json", _run({cell: _noisy(0.100, 10, 0.01)}, rounds=10))
-    proc = _gate(capsys, "compare", base, good, good, "--baseline-rerun", *base_reruns)
-    assert proc.rc == 0 and "REGRESSED" not in proc.stdout and "unsure" not in proc.stdout, proc.stdout
-    # A current run that looked slow only because of its own state passes on the interleaved reruns.
-    proc = _gate(capsys, "compare", base, cur, good, "--baseline-rerun", *base_reruns)
-    assert proc.rc == 0 and "ok " in proc.stdout, proc.stdout
-    proc = _gate(capsys, "compare", base, cur, "--baseline-rerun", *base_reruns)
-    assert proc.rc == 2 and "needs the current code's rerun too" in proc.stderr
-
-    slowed = _run({cell: _noisy(0.100, 10, 0.01)}, rounds=10)
-    slowed["attn_suite"]["slowdown"] = 0.05
-    proc = _gate(capsys, "compare", base, good, good, "--baseline-rerun", _save(tmp_path / "slowed.json", slowed))
-    assert proc.rc == 2 and "slowdown: baseline 0.0, current 0.05" in proc.stderr
-    proc = _gate(capsys, "compare", "--storage", tmp_path / "none", "--baseline-rerun", base_reruns[0])
-    assert proc.rc == 2 and "--baseline-rerun needs a BASELINE file" in proc.stderr
-
-
 def test_a_run_without_round_times_is_refused(tmp_path, capsys):
     base = _run({"a-plain-196-eager": 0.1})
     bare = copy.deepcopy(base)
@@ -416,67 +291,6 @@ def test_a_run_without_round_times_is_refused(tmp_path, capsys):
     base_path, bare_path = _save(tmp_path / "base.json", base), _save(tmp_path / "bare.json", bare)
     proc = _gate(capsys, "compare", base_path, bare_path)
     assert proc.rc == 2 and bare_path in proc.stderr and "--benchmark-save-data" in proc.stderr
-
-
-def test_reference_catches_drift_the_rolling_baseline_lets_by(tmp_path, capsys):
-    """Four runs, each 0.8 % slower than the one before: every rolling step passes the 2 %
-    threshold, the pinned reference fails the last one (+2.4 %)."""
-    times = [0.100 * 1.008 ** i for i in range(4)]
-    paths = [_save(tmp_path / f"run{i}.json", _run({"a-plain-196-eager": t})) for i, t in enumerate(times)]
-    for previous, current in itertools.pairwise(paths[:3]):
-        assert _gate(capsys, "compare", previous, current, "--reference", paths[0]).rc == 0
-    verdict = tmp_path / "verdict.json"
-    proc = _gate(capsys, "compare", paths[2], paths[3], "--reference", paths[0], "--json", verdict)
-    assert proc.rc == 1, proc.stdout
-    assert "1 ok against the baseline; 1 regressed against the reference" in proc.stdout
-    result = json.loads(verdict.read_text())
-    assert result["verdict"] == "fail" and result["flagged"] == 1 and result["files"]["reference"] == paths[0]
-    assert [c["decision"] for c in result["comparisons"]["reference"]] == ["REGRESSED"]
-    missing = _gate(capsys, "compare", paths[2], paths[3], "--reference", tmp_path / "absent.json")
-    assert missing.rc == 2 and "absent.json" in missing.stderr
-
-
-# --- the verdict as JSON, and the confirmation rerun ---------------------------------------
-def test_json_verdict(tmp_path, capsys):
-    verdict = tmp_path / "verdict.json"
-    proc = _gate(capsys, "compare", H200 / "g-same-1.json", H200 / "g-slow15.json", "--allow-injected-slowdown",
-                 "--json", verdict)
-    assert proc.rc == 1
-    result = json.loads(verdict.read_text())
-    assert (result["verdict"], result["cells"], result["flagged"], result["lost"]) == ("fail", 16, 16, 0)
-    assert result["rule"]["threshold_pct"] == gate.DEFAULT_THRESHOLD_PCT
-    cell = next(c for c in result["comparisons"]["baseline"] if "native-plain-196-eager" in c["test"])
-    assert cell["decision"] == "REGRESSED" and cell["change_pct"] == pytest.approx(15.0, abs=0.1)
-    low, high = cell["interval_pct"]
-    assert gate.DEFAULT_THRESHOLD_PCT < low < cell["change_pct"] < high
-    proc = _gate(capsys, "compare", H200 / "g-same-1.json", H200 / "g-same-3.json", "--json", verdict)
-    result = json.loads(verdict.read_text())
-    assert proc.rc == 0 and (result["verdict"], result["cells"], result["flagged"]) == ("pass", 16, 0)
-    proc = _gate(capsys, "compare", tmp_path / "absent.json", H200 / "g-same-3.json", "--json", verdict)
-    assert proc.rc == 0 and json.loads(verdict.read_text())["verdict"] == "pass"
-
-
-def test_confirmation_rerun_selection_and_pooled_verdict(tmp_path, capsys):
-    base = _save(tmp_path / "base.json", _run({"native-plain-196-eager": 0.100, "sdpa_math-plain-3136-compiled": 0.1}))
-    cur = _save(tmp_path / "cur.json", _run({"native-plain-196-eager": 0.110, "sdpa_math-plain-3136-compiled": 0.1}))
-    verdict = tmp_path / "verdict.json"
-    proc = _gate(capsys, "compare", base, cur, "--json", verdict)
-    assert proc.rc == 1 and "1 cell(s) to confirm" in proc.stdout
-    rerun = json.loads(verdict.read_text())["rerun"]
-    assert rerun["cells"] == [TEST.format("native-plain-196-eager")]
-    assert rerun["pytest_args"] == [
-        "tests/test_train_step.py", "--benchmark-only", "--attn-profile", "smoke", "--attn-rounds", "5",
-        "--attn-warmup", "1", "--attn-compile-scope", "block", "--attn-impl", "native",
-        "--attn-variant", "plain", "--attn-seq-len", "196",
-        "--attn-mode", "eager", "-k", "test_train_step[native-plain-196-eager]"]
-    # A rerun as slow as the first run confirms the regression; one that is fast again leaves
-    # the pooled median between the two and the interval across the threshold: not confirmed.
-    slow_again = _save(tmp_path / "slow-again.json", _run({"native-plain-196-eager": 0.110}))
-    proc = _gate(capsys, "compare", base, cur, slow_again)
-    assert proc.rc == 1 and "2 current runs pooled" in proc.stdout
-    fast_again = _save(tmp_path / "fast-again.json", _run({"native-plain-196-eager": 0.100}))
-    proc = _gate(capsys, "compare", base, cur, fast_again)
-    assert proc.rc == 0 and "unsure    test_train_step[native-plain-196-eager]" in proc.stdout
 
 
 def test_rerun_arguments_select_exactly_the_cells():
@@ -489,39 +303,6 @@ def test_rerun_arguments_select_exactly_the_cells():
     assert collected == cells, proc.stdout + proc.stderr
 
 
-# --- the rule on the H200 runs of 2026-11-30 (results/h200/2026-11-30/, 20 rounds of 1 step) ------------
-def test_h200_same_code_pairings_flag_nothing_and_slowdowns_are_caught():
-    """The measured rates in README and the gate's docstring."""
-    same = [gate.load_run(H200 / f"g-same-{i}.json") for i in (1, 2, 3)]
-    slow = [gate.load_run(H200 / name) for name in ("g-slow.json", "g-slow15.json")]
-    result = gate.calibrate(same, slow)
-    counts = {key: (case.flagged, case.compared) for key, case in result.items() if key != "worst_same_low"}
-    assert counts == {"same": (0, 96), "same_confirmed": (0, 96), "synthetic": (88, 96),
-                      "synthetic_confirmed": (92, 96), "slow0": (47, 48), "slow1": (48, 48)}
-    assert result["worst_same_low"][0] == pytest.approx(1.47, abs=0.01)
-
-
-def test_h200_current_settings_same_code_flags_nothing():
-    """results/h200/gate/ (10 rounds of 3 steps, seq 196): the rates in README and its README."""
-    gate_runs = ROOT / "results" / "h200" / "gate"
-    same = [gate.load_run(gate_runs / f"g-same-{i}.json") for i in (1, 2, 3)]
-    result = gate.calibrate(same, [gate.load_run(gate_runs / "g-slow5.json")])
-    counts = {key: (case.flagged, case.compared) for key, case in result.items() if key != "worst_same_low"}
-    assert counts == {"same": (0, 36), "same_confirmed": (0, 36), "synthetic": (35, 36),
-                      "synthetic_confirmed": (36, 36), "slow0": (15, 18)}
-    assert result["worst_same_low"][0] == pytest.approx(-0.59, abs=0.01)
-
-
-def test_calibrate_command(capsys, tmp_path):
-    markdown = tmp_path / "calibration.md"
-    proc = _gate(capsys, "calibrate", H200 / "g-same-1.json", H200 / "g-same-2.json",
-                 "--slow", H200 / "g-slow15.json", "--markdown", markdown)
-    assert proc.rc == 0, proc.stderr
-    assert "same code: 0 of 32 cell comparisons flagged" in proc.stdout
-    assert "injected slowdown 0.15 (" in proc.stdout and "32 of 32" in proc.stdout
-    assert "- same code: 0 of 32" in markdown.read_text()
-
-
 def test_interrupted_run_keeps_the_cells_that_finished(tmp_path):
     """Ctrl-C after the first cell: that cell is still saved in storage."""
     (tmp_path / "interrupt_after_first_cell.py").write_text(
@@ -529,7 +310,7 @@ def test_interrupted_run_keeps_the_cells_that_finished(tmp_path):
     storage = tmp_path / "storage"
     cmd = [sys.executable, "-m", "pytest", "tests/test_train_step.py", "-p", "no:cacheprovider",
            "-p", "interrupt_after_first_cell", "--attn-impl", "native,sdpa_math", *CELLS,
-           "--attn-rounds", "2", f"--benchmark-storage=file://{storage}"]
+           "--attn-rounds", "2", "--benchmark-autosave", f"--benchmark-storage=file://{storage}"]
     env = {**ENV, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ENV.get('PYTHONPATH', '')}"}
     proc = subprocess.run(cmd, check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "KeyboardInterrupt" in proc.stdout, proc.stdout[-2000:]
@@ -590,15 +371,276 @@ def test_rerun_of_changing_lengths_varlen_cells_asks_for_changing_lengths():
     assert "--attn-varlen-lengths" not in gate.rerun_pytest_args([cells[0].replace("-changing", "")], {})
 
 
-def test_h200_interleaved_reruns_flag_every_slowed_cell():
-    """results/h200/gate/, fifth session: the verdicts its README and the top README give."""
-    gate_runs = ROOT / "results" / "h200" / "gate"
-    base, slow, base_rerun, slow_rerun = (gate.load_run(gate_runs / f"{name}.json") for name in
-                                          ("g-same-5", "g-slow5d", "g-same-5-rerun", "g-slow5d-rerun"))
-    first = gate.compare(base, slow)
-    assert Counter(v.status for v in first) == {"REGRESSED": 5, "unsure": 1}
-    final = gate.confirm_interleaved(first, [base_rerun], [slow_rerun])
-    assert [v.status for v in final] == ["REGRESSED"] * 6
-    assert min(v.change_pct for v in final) == pytest.approx(3.4, abs=0.05)
-    same = gate.calibrate([base, base_rerun])
-    assert (same["same"].flagged, same["same"].compared) == (0, 12)
+
+
+# --- the rule's error rates on simulated runs with known run-to-run variances (issue 30) ------------
+
+MATRIX = [f"c{i:03d}-plain-196-eager" for i in range(124)]
+# Known truth: each cell's run-to-run sd of log(median) (0.2-0.8 %, as measured on the H200), a
+# machine shift shared by all cells of a run (sd 1 %: another process state or another H200), and
+# rounds that vary far less than processes do (0.2 %), which a within-run rule mistakes for precision.
+CELL_SD = {cell: 0.002 + 0.003 * (i % 7) / 6 for i, cell in enumerate(MATRIX)}
+SHIFT_SD = 0.01
+# One machine, back to back (the H200's w-warm pair: 0.06 %); the detection tests use it. Against a
+# baseline from another state (SHIFT_SD) a 3 % slowdown hides behind a faster machine a quarter of
+# the time: `calibrate` gives that probability.
+SAME_MACHINE_SD = 0.003
+ROUND_SD = 0.002
+
+
+def _sim_run(rng, cells, shift, slowdown_pct=0.0, commit="new", rounds=10):
+    """A run of `cells` with log(median) = log(0.1 s) + shift + N(0, CELL_SD) + the slowdown."""
+    times = {}
+    for cell in cells:
+        y = math.log(0.1) + shift + rng.normal(0, CELL_SD[cell]) + math.log1p(slowdown_pct / 100)
+        times[cell] = list(math.exp(y) * (1 + rng.normal(0, ROUND_SD, rounds)))
+    run = _run(times, rounds=rounds)
+    run["commit_info"] = {"id": commit}
+    return run
+
+
+@pytest.fixture(scope="module")
+def history():
+    """The history the rule estimates its variances from: 4 same-code runs, each in its own machine state."""
+    rng = np.random.default_rng(1)
+    return gate_rule.history_variances([[_sim_run(rng, MATRIX, rng.normal(0, SHIFT_SD), commit="h")
+                                         for _ in range(4)]])
+
+
+def _simulated_gate(rng, variances, rule=gate_rule.DEFAULT_RULE, slowdown_pct=0.0, shift_sd=SHIFT_SD):
+    """One full gate of a 124-cell run: against a stored baseline, then, if asked, the ABBA confirmation
+    of the cells it names (both codes rerun in one machine state)."""
+    base = _sim_run(rng, MATRIX, rng.normal(0, shift_sd))
+    cur = _sim_run(rng, MATRIX, rng.normal(0, shift_sd), slowdown_pct)
+    first = gate.compare(base, cur, rule, variances=variances)
+    again = [short_name(t).removeprefix("test_train_step[").removesuffix("]")
+             for t in gate.rerun_cells({"baseline": first})]
+    if not again:
+        return first
+    state = rng.normal(0, SHIFT_SD)
+    a1, b1, b2, a2 = (_sim_run(rng, again, state, slowdown_pct if who == "A" else 0.0) for who in "ABBA")
+    return gate.confirm(first, [base], [a1, a2], [b1, b2], rule, variances)
+
+
+def _binomial_quantile(n: int, p: float, q: float = 0.99) -> int:
+    """The smallest k with P(Binomial(n, p) <= k) >= q: a count above it is evidence that the rate exceeds p."""
+    total = 0.0
+    for k in range(n + 1):
+        total += math.comb(n, k) * p ** k * (1 - p) ** (n - k)
+        if total >= q:
+            return k
+    return n
+
+
+def test_false_alarms_per_124_cell_run_are_at_most_5_percent(history):
+    """Same code, the default rule and policy (unsure fails): a run fails no more often than 5 %,
+    within simulation error (the count must not exceed the binomial 99 % quantile at 5 %)."""
+    rng = np.random.default_rng(2)
+    runs = 60
+    failed = sum(_simulated_gate(rng, history).failed() for _ in range(runs))
+    assert failed <= _binomial_quantile(runs, 0.05), failed
+
+
+def test_holm_bounds_the_family_wise_error_without_a_threshold(history):
+    """At threshold 0 the threshold no longer shields the rule: only the correction and honest
+    (process-level) variances keep false REGRESSED cells to <= 5 % of runs."""
+    rng = np.random.default_rng(3)
+    rule = gate_rule.Rule(threshold_pct=0.0)
+    runs = 60
+    flagged = sum(any(v.status == "REGRESSED" for v in _simulated_gate(rng, history, rule)) for _ in range(runs))
+    assert flagged <= _binomial_quantile(runs, 0.05), flagged
+
+
+def test_a_5_percent_slowdown_fails_every_cell_after_confirmation(history):
+    rng = np.random.default_rng(4)
+    for _ in range(5):
+        final = _simulated_gate(rng, history, slowdown_pct=5.0, shift_sd=SAME_MACHINE_SD)
+        statuses = Counter(v.status for v in final)
+        assert set(statuses) <= {"REGRESSED", "unsure"}, statuses
+        assert statuses["REGRESSED"] >= 0.9 * len(MATRIX), statuses
+        assert all(v.stage == "abba" for v in final)
+
+
+def test_a_3_percent_uniform_slowdown_fails_the_run_as_a_common_shift(history):
+    rng = np.random.default_rng(5)
+    for _ in range(5):
+        final = _simulated_gate(rng, history, slowdown_pct=3.0, shift_sd=SAME_MACHINE_SD)
+        assert final.failed() and final.shift.status == "REGRESSED", (final.shift, Counter(v.status for v in final))
+        assert final.shift.change_pct == pytest.approx(3.0, abs=0.5)
+
+
+def test_a_machine_shift_is_information_not_a_regression(history):
+    """The current run's machine is 2.5 % slower than the stored baseline's; the code is the same.
+    Against the stored baseline the whole run moved (yet some cells stay under the threshold: every
+    cell is confirmed all the same); in the ABBA reruns nothing moved: the machine."""
+    rng = np.random.default_rng(6)
+    base = _sim_run(rng, MATRIX, 0.0)
+    cur = _sim_run(rng, MATRIX, math.log(1.025))
+    first = gate.compare(base, cur, variances=history)
+    assert first.shift.status == "shifted" and first.failed()
+    assert sum(v.status == "ok" for v in first) > 10
+    again = [short_name(t)[len("test_train_step["):-1] for t in gate.rerun_cells({"baseline": first})]
+    assert len(again) == len(MATRIX)
+    a1, b1, b2, a2 = (_sim_run(rng, again, math.log(1.025)) for _ in "ABBA")
+    final = gate.confirm(first, [base], [a1, a2], [b1, b2], variances=history)
+    assert final.shift.status == "machine" and not final.failed(), final.shift
+    assert "the baseline's own rerun moved +2." in final.shift.note
+
+
+def test_error_rates_from_variances():
+    """`calibrate`'s arithmetic: same code fails rarely, a 5 % slowdown almost always (it hides only
+    behind a machine shift of -3 %: z = 2.1 at a shift sd of 1.4 % between two runs); more variance,
+    more alarms."""
+    quiet = gate_rule.error_rates([0.003 ** 2] * 10, 0.01 ** 2)
+    noisy = gate_rule.error_rates([0.015 ** 2] * 10, 0.01 ** 2)
+    slow = gate_rule.error_rates([0.003 ** 2] * 10, 0.01 ** 2, slowdown_pct=5.0)
+    assert quiet["fail"] < 1e-4 < noisy["fail"] and slow["cell_fail"] > 0.95 and slow["fail"] > 0.99
+    assert 0 < quiet["cells_to_confirm"] < 124
+
+
+def test_holm_and_benjamini_hochberg():
+    p = [0.001, 0.011, 0.02, 0.04, 0.9]
+    assert gate_rule.reject(p, gate_rule.Rule()) == [True, True, False, False, False]
+    assert gate_rule.reject(p, gate_rule.Rule(correction="bh")) == [True, True, True, True, False]
+    with pytest.raises(ValueError, match="holm, bh"):
+        gate_rule.Rule(correction="none")
+
+
+def test_history_variances_take_out_each_runs_shift():
+    """Two cells, three runs of one code: a run 5 % slower in both cells is a shift, not cell noise."""
+    runs = [_run({"a-plain-196-eager": 0.100 * f, "b-plain-196-eager": 0.200 * f}) for f in (1.0, 1.05, 1.0)]
+    for run in runs:
+        run["commit_info"] = {"id": "x"}
+    v = gate_rule.history_variances(gate_policy.code_groups(runs))
+    assert v.cell(TEST.format("a-plain-196-eager"))[0] == pytest.approx(0.0, abs=1e-12)
+    assert v.shift[0] == pytest.approx(np.var([0, math.log(1.05), 0], ddof=0) * 3 / 2, rel=1e-6)
+
+
+# --- the policy (issue 30, part 3) ------------------------------------------------------------------
+def _two(tmp_path, base_times, cur_times, **edits):
+    base, cur = _run(base_times), _run(cur_times, when="2026-12-01T11:00:00+00:00")
+    for key, value in edits.items():
+        cur["attn_suite"][key] = value
+    return _save(tmp_path / "base.json", base), _save(tmp_path / "cur.json", cur)
+
+
+def test_unsure_after_confirmation_fails_unless_allowed(tmp_path, capsys):
+    cell = "a-plain-196-eager"
+    # +2.9 %, measured again in the ABBA reruns: p 0.04, significant before the correction only; the
+    # other cell did not move, so the run's common shift (+1.4 %) is ok.
+    same = "b-plain-196-eager"
+    base, cur = _two(tmp_path, {cell: 0.100, same: 0.1}, {cell: 0.1029, same: 0.1})
+    first = _gate(capsys, "compare", base, cur)
+    assert first.rc == 1 and "unsure" in first.stdout and "confirm" in first.stdout
+    reruns = {name: _save(tmp_path / f"{name}.json", _run({cell: t}, when=f"2026-12-01T12:0{i}:00+00:00"))
+              for i, (name, t) in enumerate((("a1", 0.1029), ("b1", 0.1), ("b2", 0.1), ("a2", 0.1029)))}
+    args = ("compare", base, cur, reruns["a1"], reruns["a2"], "--baseline-rerun", reruns["b1"], reruns["b2"])
+    proc = _gate(capsys, *args)
+    assert proc.rc == 1 and "unsure    test_train_step[a-" in proc.stdout and "abba" in proc.stdout, proc.stdout
+    assert "common shift ok" in proc.stdout
+    assert _gate(capsys, *args, "--allow-unsure").rc == 0
+
+
+def test_confirmation_reruns_must_be_interleaved_abba(tmp_path, capsys):
+    cell = "a-plain-196-eager"
+    base, cur = _two(tmp_path, {cell: 0.100}, {cell: 0.110})
+    dated = {name: _save(tmp_path / f"{name}.json", _run({cell: 0.1}, when=f"2026-12-01T12:0{i}:00+00:00"))
+             for i, name in enumerate(("r0", "r1", "r2", "r3"))}
+    baseline_first = _gate(capsys, "compare", base, cur, dated["r2"], dated["r3"], "--baseline-rerun", dated["r0"],
+                           dated["r1"])
+    assert baseline_first.rc == 2 and "order BBAA" in baseline_first.stderr and "A B B A" in baseline_first.stderr
+    abba = _gate(capsys, "compare", base, cur, dated["r0"], dated["r3"], "--baseline-rerun", dated["r1"], dated["r2"])
+    assert abba.rc == 0, abba.stdout + abba.stderr
+
+
+def test_a_missing_baseline_is_an_error_unless_none_is_expected(tmp_path, capsys):
+    cur = _save(tmp_path / "cur.json", _run({"a-plain-196-eager": 0.1}))
+    proc = _gate(capsys, "compare", tmp_path / "absent.json", cur)
+    assert proc.rc == 2 and "absent.json" in proc.stderr
+    assert _gate(capsys, "compare", tmp_path / "absent.json", cur, "--no-baseline-ok").rc == 0
+    empty = tmp_path / "empty"
+    proc = _gate(capsys, "compare", "--storage", empty, cur)
+    assert proc.rc == 2 and "no eligible baseline" in proc.stderr
+    assert _gate(capsys, "compare", "--storage", empty, cur, "--no-baseline-ok").rc == 0
+
+
+def test_a_cell_that_fails_now_fails_the_gate_even_if_the_baseline_lacks_it(tmp_path):
+    base = _run({"a-plain-196-eager": 0.1})
+    cur = _run({"a-plain-196-eager": 0.1})
+    cur["attn_suite"]["failed"] = [{"test": TEST.format("b-plain-196-eager"), "when": "call", "error": "OOM"}]
+    verdicts = {v.test: v for v in gate.compare(base, cur)}
+    assert verdicts[TEST.format("b-plain-196-eager")].status == "FAILED"
+    assert verdicts[TEST.format("b-plain-196-eager")].failed()
+
+
+def test_a_lost_cell_stays_lost_when_a_rerun_times_it(tmp_path):
+    base = _run({"a-plain-196-eager": 0.1, "b-plain-196-eager": 0.1})
+    cur = _run({"a-plain-196-eager": 0.1})
+    rerun = _run({"a-plain-196-eager": 0.1, "b-plain-196-eager": 0.1})
+    statuses = {short_name(v.test): v.status for v in gate.compare(base, [cur, rerun])}
+    assert statuses["test_train_step[b-plain-196-eager]"] == "LOST"
+
+
+def test_a_selection_of_only_new_cells_fails(tmp_path, capsys):
+    base, cur = _two(tmp_path, {"a-plain-196-eager": 0.1}, {"a-plain-196-eager": 0.1, "new-plain-196-eager": 0.1})
+    proc = _gate(capsys, "compare", base, cur, "--cells", "new-")
+    assert proc.rc == 2 and "matches only cells the baseline lacks" in proc.stderr and "PASS" not in proc.stdout
+
+
+def _stored(folder, i, factor=1.0, **suite):
+    run = _run({"a-plain-196-eager": 0.1 * factor}, when=f"2026-12-0{i}T10:00:00+00:00")
+    run["attn_suite"].update(suite)
+    run["commit_info"] = {"id": f"c{i}"}
+    return _save(folder / "Linux-CPython-3.11-64bit" / f"000{i}_run.json", run)
+
+
+def test_the_rolling_baseline_is_the_median_of_eligible_runs(tmp_path, capsys):
+    """Runs 1-5 stored: an odd slow run (3), an incomplete one (4, faster) and a shared-GPU one (5,
+    faster) never count; the baseline is the median of 1, 2, 3 = run 1's or 2's time, not run 3's."""
+    store = tmp_path / "store"
+    _stored(store, 1), _stored(store, 2), _stored(store, 3, 1.10)
+    _stored(store, 4, 0.8, complete=False)
+    _stored(store, 5, 0.8, workers_per_gpu=2)
+    current = _stored(store, 6, 1.0)
+    found = gate_policy.rolling_baseline(store, gate.load_run(current), current, count=5)
+    assert [p.name[:4] for p, _ in found] == ["0001", "0002", "0003"]
+    proc = _gate(capsys, "compare", "--storage", store, "--json", tmp_path / "v.json")
+    assert proc.rc == 0, proc.stdout + proc.stderr
+    (cell,) = json.loads((tmp_path / "v.json").read_text())["comparisons"]["baseline"]
+    assert cell["baseline_ms"] == pytest.approx(100.0) and cell["decision"] == "ok"
+    assert "0004_" not in proc.stdout and "0005_" not in proc.stdout
+
+
+def test_pin_writes_the_reference_and_refuses_a_run_that_cannot_be_one(tmp_path, capsys, monkeypatch):
+    run = _run({"a-plain-196-eager": 0.1}, gpu="NVIDIA H200")
+    run["machine_info"]["gpu"]["gpu_slug"] = "nvidia-h200"
+    path = _save(tmp_path / "run.json", run)
+    monkeypatch.chdir(tmp_path)
+    assert _gate(capsys, "pin", path).rc == 0
+    assert json.loads((tmp_path / "results" / "nvidia-h200" / "reference.json").read_text()) == run
+    run["attn_suite"]["workers_per_gpu"] = 2
+    proc = _gate(capsys, "pin", _save(tmp_path / "shared.json", run))
+    assert proc.rc == 2 and "shared GPU (2 workers per GPU)" in proc.stderr
+
+
+@pytest.mark.parametrize("edit, reason", [
+    (lambda r: r["attn_suite"].update(workers_per_gpu=2), "workers_per_gpu: baseline 1, current 2"),
+    (lambda r: r["attn_suite"].update(bare_loop=True), "bare_loop: baseline False, current True"),
+    (lambda r: r["attn_suite"].update(study=True), "study: baseline False, current True"),
+    (lambda r: r["machine_info"]["libraries"].update(torch="2.12.0"), "software torch: baseline '2.11.0'"),
+    (lambda r: r["machine_info"]["gpu"].update(cudnn=91901), "software cudnn: baseline 91900, current 91901"),
+])
+def test_comparable_covers_workers_bare_loop_study_and_software(edit, reason):
+    base = _run({"a-plain-196-eager": 0.1})
+    base["machine_info"]["libraries"]["torch"] = "2.11.0"
+    base["machine_info"]["gpu"]["cudnn"] = 91900
+    cur = copy.deepcopy(base)
+    edit(cur)
+    assert any(r.startswith(reason) for r in gate.comparable(base, cur)), gate.comparable(base, cur)
+    if reason.startswith("software"):
+        assert gate.comparable(base, cur, allow_software_change=True) == []
+
+
+def test_pytest_ini_does_not_autosave_every_run():
+    addopts = next(line for line in (ROOT / "pytest.ini").read_text().splitlines() if line.startswith("addopts"))
+    assert "--benchmark-autosave" not in addopts and "--benchmark-save-data" in addopts
