@@ -33,9 +33,9 @@ class FakeNvmlError(Exception):
 class FakeNvml:
     """The part of `pynvml` (nvidia-ml-py) the meter uses, for two GPUs (handles 0 and 1).
 
-    `work()` stands for one call of the timed callable on GPU 1: it adds `mj_per_call` to the
-    energy counter and `s_per_call` to the fake clock, and sets the SM clock and reasons that
-    `script` gives for the call's number (a function of the call index).
+    `work()` stands for one call of the timed callable on GPU 1: it adds `mj_per_call` (a number,
+    or a function of the call's index) to the energy counter and `s_per_call` to the fake clock,
+    and sets the SM clock and reasons that `script` gives for the call's index.
     """
 
     NVML_CLOCK_SM = 1
@@ -50,7 +50,7 @@ class FakeNvml:
     def work(self):
         self.clock_mhz, self.mask = self.script(self.calls)
         self.calls += 1
-        self.mj += self.mj_per_call
+        self.mj += self.mj_per_call(self.calls - 1) if callable(self.mj_per_call) else self.mj_per_call
         self.now += self.s_per_call
 
     def timer(self):
@@ -113,9 +113,12 @@ def metered_run(nvml, warmup=2, rounds=4, calls=3, images=8, props=PROPS_1) -> d
 
 # --- the meter ---------------------------------------------------------------------------------
 def test_joules_per_step_and_image_cover_the_timed_rounds_only():
-    """4 timed rounds of 3 calls, 1.5 J and 0.1 s a call, 8 images a call: warm-up rounds and
-    pytest-benchmark's extra call also draw energy, and must not be counted."""
-    e = metered_run(FakeNvml(mj_per_call=1500, s_per_call=0.1))["energy"]
+    """2 warm-up and 4 timed rounds of 3 calls, then pytest-benchmark's extra call; 1.5 J and 0.1 s
+    a timed call, 8 images a call. The other calls draw 99 J each, which must not be counted."""
+    def mj(call):
+        return 1500 if 6 <= call < 18 else 99_000
+
+    e = metered_run(FakeNvml(mj_per_call=mj, s_per_call=0.1))["energy"]
     assert e["steps"] == 12 and e["joules"] == pytest.approx(18.0)
     assert e["j_per_step"] == pytest.approx(1.5)
     assert e["j_per_image"] == pytest.approx(1.5 / 8)
@@ -319,35 +322,61 @@ class FakeBenchmark:
         return target()
 
 
-def test_a_cpu_cell_records_why_there_is_no_energy_and_its_cost():
+@pytest.fixture(scope="module")
+def cpu_suite():
+    """One smoke suite for the cell tests: the attention cells reuse the training cell's parity check."""
     from attn_bench.harness import Suite
 
-    suite = Suite(profile="smoke", device="cpu", rounds=2, warmup=1, price_per_gpu_hour=3.6)
-    info = suite.run_cell(suite.cell("native", "plain", 196, "eager"), FakeBenchmark())
-    assert info["energy_unavailable"] == "no CUDA device (cpu run)" and "energy" not in info
+    return Suite(profile="smoke", device="cpu", rounds=3, warmup=1, price_per_gpu_hour=3.6)
+
+
+def test_a_training_cell_is_metered_over_its_timed_steps_and_priced(cpu_suite, monkeypatch):
+    """run_cell's wrapper sees every step pedantic makes: each training step draws 2 J from the stand-in."""
+    from attn_bench.harness import STEPS_PER_ROUND
+    from attn_bench.model import TrainStep
+
+    nvml = FakeNvml(mj_per_call=0, s_per_call=0.0)
+    counters = open_counters("cuda:0", nvml=nvml, props=PROPS_1)
+    monkeypatch.setattr(energy, "counters_for", lambda device: counters)
+    step_call = TrainStep.__call__
+
+    def drawing_2_j(self):
+        nvml.mj += 2000
+        return step_call(self)
+
+    monkeypatch.setattr(TrainStep, "__call__", drawing_2_j)
+    info = cpu_suite.run_cell(cpu_suite.cell("native", "plain", 196, "eager"), FakeBenchmark())
+    e = info["energy"]
+    assert e["steps"] == 3 * STEPS_PER_ROUND["smoke"] and e["images_per_step"] == info["batch"] and e["rounds"] == 3
+    assert e["j_per_step"] == pytest.approx(2.0) and e["j_per_image"] == pytest.approx(2.0 / info["batch"])
     # $3.6 an hour is $0.001 a second: a million images take 1e6 / batch steps
     assert info["usd_per_million_images"] == pytest.approx(0.001 * info["median_ms"] / 1e3 * 1e6 / info["batch"])
 
 
-def test_an_attention_cell_is_metered_over_its_timed_calls(monkeypatch):
-    """The harness's wrapper sees every call pedantic makes: the fake counter advances per call."""
-    from attn_bench.harness import Suite
+def test_a_cpu_cell_records_why_there_is_no_energy(cpu_suite):
+    cell = cpu_suite.attention_cell("native", "plain", 196, "eager", "fwd")
+    info = cpu_suite.run_attention_cell(cell, FakeBenchmark())
+    assert info["energy_unavailable"] == "no CUDA device (cpu run)" and "energy" not in info
 
-    nvml = FakeNvml(mj_per_call=100, s_per_call=0.01)
+
+def test_an_attention_cell_is_metered_over_its_timed_calls(cpu_suite, monkeypatch):
+    """_time_rounds' wrapper sees every call pedantic makes: each attention call draws 0.1 J."""
+    from attn_bench.kernel_bench import AttentionCall
+
+    nvml = FakeNvml(mj_per_call=0, s_per_call=0.0)
     counters = open_counters("cuda:0", nvml=nvml, props=PROPS_1)
     monkeypatch.setattr(energy, "counters_for", lambda device: counters)
+    attention_call = AttentionCall.__call__
 
-    class CountingSuite(Suite):
-        def _time_rounds(self, fn, calls, benchmark, group, images_per_call):
-            def counted():
-                nvml.work()
-                return fn()
-            return super()._time_rounds(counted, calls, benchmark, group, images_per_call)
+    def drawing_0_1_j(self):
+        nvml.mj += 100
+        return attention_call(self)
 
-    suite = CountingSuite(profile="smoke", device="cpu", rounds=2, warmup=1)
-    info = suite.run_attention_cell(suite.attention_cell("native", "plain", 196, "eager", "fwd"), FakeBenchmark())
+    monkeypatch.setattr(AttentionCall, "__call__", drawing_0_1_j)
+    cell = cpu_suite.attention_cell("native", "plain", 196, "eager", "fwd")
+    info = cpu_suite.run_attention_cell(cell, FakeBenchmark())
     e = info["energy"]
-    assert e["steps"] == 2 * info["calls_per_round"] and e["images_per_step"] == info["batch"]
+    assert e["steps"] == 3 * info["calls_per_round"] and e["images_per_step"] == info["batch"]
     assert e["j_per_step"] == pytest.approx(0.1) and e["j_per_image"] == pytest.approx(0.1 / info["batch"])
     assert e["throttled"] is False
 
