@@ -353,10 +353,11 @@ def test_a_training_cell_is_metered_over_its_timed_steps_and_priced(cpu_suite, m
     assert info["usd_per_million_images"] == pytest.approx(0.001 * info["median_ms"] / 1e3 * 1e6 / info["batch"])
 
 
-def test_a_cpu_cell_records_why_there_is_no_energy(cpu_suite):
-    cell = cpu_suite.attention_cell("native", "plain", 196, "eager", "fwd")
-    info = cpu_suite.run_attention_cell(cell, FakeBenchmark())
+def test_a_cpu_cell_records_why_there_is_no_energy_and_its_cost(cpu_suite):
+    """An inference cell (it reuses the training cell's model parity), with the real NVML path."""
+    info = cpu_suite.run_infer_cell(cpu_suite.cell("native", "plain", 196, "eager", backward=False), FakeBenchmark())
     assert info["energy_unavailable"] == "no CUDA device (cpu run)" and "energy" not in info
+    assert info["usd_per_million_images"] == pytest.approx(0.001 * info["median_ms"] / 1e3 * 1e6 / info["batch"])
 
 
 def test_an_attention_cell_is_metered_over_its_timed_calls(cpu_suite, monkeypatch):
@@ -469,3 +470,19 @@ def test_the_tools_import_without_torch():
     code = "import sys; sys.modules['torch'] = None; import attn_tools.energy; print('ok')"
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.stdout.strip() == "ok", proc.stderr
+
+
+def test_price_option_is_validated_and_recorded_in_attn_suite():
+    cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--co", "-q", "tests/test_train_step.py",
+           "--attn-price-per-gpu-hour", "-1"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 4 and "--attn-price-per-gpu-hour must be a positive price in $, got -1.0" in proc.stderr
+
+    import conftest
+    from attn_bench.harness import Suite
+
+    config = SimpleNamespace(_attn_suite=Suite(profile="smoke", device="cpu", rounds=1, warmup=0,
+                                               price_per_gpu_hour=2.5), _attn_skipped=[], _attn_failed=[])
+    output = {}
+    conftest.pytest_benchmark_update_json(config, [], output)
+    assert output["attn_suite"]["price_per_gpu_hour"] == 2.5
