@@ -52,6 +52,9 @@ def pytest_addoption(parser):
                     help="keep Inductor's on-disk caches in DIR/<impl> (one folder per implementation) and "
                          "Triton's in DIR/triton, so a later run on this GPU model reuses the compiled code "
                          "(default: Inductor's own folder, shared by every implementation)")
+    group.addoption("--attn-price-per-gpu-hour", type=float, default=None, metavar="USD",
+                    help="price of one GPU-hour: training and inference cells then record $ per million images "
+                         "(extra_info.usd_per_million_images; default: none)")
     group.addoption("--attn-varlen-lengths", default="fixed", choices=("fixed", "changing"),  # varlen.LENGTHS
                     help="test_varlen_train_step: the same image sizes every step, or new ones every step "
                          "(extra_info.recompiles); 'changing' also runs test_varlen_flex_lengths (the hazard)")
@@ -94,6 +97,9 @@ def pytest_configure(config):
             raise pytest.UsageError(f"--{option.replace('_', '-')} must be at least {minimum}, got {value}")
     if not 0 <= config.getoption("attn_slowdown") < 10:
         raise pytest.UsageError("--attn-slowdown is a fraction of a step, e.g. 0.05")
+    price = config.getoption("attn_price_per_gpu_hour")
+    if price is not None and not price > 0:
+        raise pytest.UsageError(f"--attn-price-per-gpu-hour must be a positive price in $, got {price}")
     device = envinfo.default_device()
     profile = config.getoption("attn_profile")
     if profile == "auto":
@@ -108,6 +114,7 @@ def pytest_configure(config):
         slowdown=config.getoption("attn_slowdown"),
         compile_scope=config.getoption("attn_compile_scope"),
         inductor_cache=config.getoption("attn_inductor_cache"),
+        price_per_gpu_hour=price,
     )
     config._attn_skipped = []
     config._attn_failed = []
@@ -256,6 +263,7 @@ def pytest_benchmark_update_json(config, benchmarks, output_json):
         "inductor_cache": s.inductor_cache,
         "bare_loop": s.bare_loop,
         "study": s.study,
+        "price_per_gpu_hour": s.price_per_gpu_hour,  # $, or None: then no cell records a cost
         # bf16 dense matmul TFLOP/s, measured once by the first attention-kernel cell on CUDA
         "matmul_peak_tflops": s.matmul_peak_tflops,
         "availability": envinfo.availability(s.device),

@@ -14,8 +14,9 @@ import torch
 
 from attn_impls import REGISTRY, AttnFn, AttnImpl, AttnShape, Unsupported, get_impl
 from attn_impls.registry import VARIANTS
+from attn_tools.energy import usd_per_million_images
 
-from . import envinfo, kernel_bench, parity
+from . import energy, envinfo, kernel_bench, parity
 from .kernel_bench import DIRECTIONS, SyncedRounds
 from .kernels import check_kernels, own_names_visible, profiled_names
 from .model import (
@@ -118,6 +119,7 @@ class Suite:
     slowdown: float = 0.0
     compile_scope: str = DEFAULT_COMPILE_SCOPE  # model.COMPILE_SCOPES
     inductor_cache: str | None = None  # use_inductor_cache's root; None: Inductor's default folder
+    price_per_gpu_hour: float | None = None  # $; training and inference cells then record usd_per_million_images
     # Measured once per session by the first attention-kernel cell on CUDA (`matmul_peak`).
     matmul_peak_tflops: float | None = None
     _attention_parity: dict = field(default_factory=dict)
@@ -323,8 +325,9 @@ class Suite:
         if self.device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats(self.device)
         benchmark.group = f"{cell.seq_len}-{cell.mode}"
+        meter = energy.meter(self.device, self.warmup, self.rounds, steps, cfg.batch)
         with clock("timed"):
-            benchmark.pedantic(target, rounds=self.rounds, warmup_rounds=self.warmup, iterations=steps)
+            benchmark.pedantic(meter.wrap(target), rounds=self.rounds, warmup_rounds=self.warmup, iterations=steps)
         # The bare rounds come half before and half after the timed ones, so that an order
         # effect shows as a difference between the halves rather than as an instrument bias.
         if self.bare_loop:
@@ -372,6 +375,8 @@ class Suite:
             # was cold or warm.
             "compile_s": model_report.first_step_s + first_step_s - median_s,
             "tflops": train_step_flops(cfg) / median_s / 1e12,
+            **meter.fields(),
+            **self._cost_fields(median_s, cfg.batch),
         })
         if self.bare_loop:
             info.update(bare_loop_median_ms=statistics.median(bare_before + bare_after),
@@ -438,7 +443,7 @@ class Suite:
                 cell, step, backward=False, own_visible=own_names_visible(cell.impl, self.device))
         steps = STEPS_PER_ROUND[self.profile]
         with clock("timed"):
-            timing = self._time_rounds(step, steps, benchmark, f"infer-{cell.seq_len}-{cell.mode}")
+            timing = self._time_rounds(step, steps, benchmark, f"infer-{cell.seq_len}-{cell.mode}", cfg.batch)
         if not bool(torch.isfinite(step.last_logits).all()):
             raise CellFailure(f"{cell.name}: logits became NaN or inf during timing")
 
@@ -463,6 +468,7 @@ class Suite:
                 "images_per_s": cfg.batch / median_s,
                 "compile_s": first_step_s - median_s,
                 "tflops": forward_flops(cfg) / median_s / 1e12,
+                **self._cost_fields(median_s, cfg.batch),
             })
         info["phase_s"] = clock.as_dict()
         benchmark.extra_info.update(info)
@@ -502,7 +508,7 @@ class Suite:
             calls = kernel_bench.size_rounds(call, self.device)
             group = f"attention-{cell.seq_len}-{cell.mode}-{cell.direction}"
             with clock("timed"):
-                timing = self._time_rounds(call, calls, benchmark, group)
+                timing = self._time_rounds(call, calls, benchmark, group, cfg.batch)
             if not bool(torch.isfinite(call.last_out).all()):
                 raise CellFailure(f"{cell.name}: output became NaN or inf during timing")
             if cuda and not benchmark.disabled:
@@ -568,9 +574,16 @@ class Suite:
             raise CellFailure(kernels.explain())
         return first_s, caches, kernels
 
-    def _time_rounds(self, fn, calls: int, benchmark, group: str) -> dict:
+    def _cost_fields(self, median_s: float, images_per_step: int) -> dict:
+        """{"usd_per_million_images": ...} at the suite's price per GPU-hour; {} without one."""
+        if self.price_per_gpu_hour is None:
+            return {}
+        return {"usd_per_million_images": usd_per_million_images(self.price_per_gpu_hour, median_s, images_per_step)}
+
+    def _time_rounds(self, fn, calls: int, benchmark, group: str, images_per_call: int) -> dict:
         """Time `fn` with `benchmark.pedantic` in rounds of `calls` calls ending with one
-        synchronize, after `self.warmup` such rounds; returns the timing fields of extra_info.
+        synchronize, after `self.warmup` such rounds; returns the timing fields of extra_info,
+        the energy over the timed rounds (`energy.EnergyMeter`, `images_per_call` images a call) included.
 
         With --attn-slowdown, `fn` is followed by the injected work and synchronized every call;
         with --attn-bare-loop, the same rounds are also timed by a bare perf_counter loop, half
@@ -587,9 +600,12 @@ class Suite:
         if self.device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats(self.device)
         benchmark.group = group
-        benchmark.pedantic(rounds(), rounds=self.rounds, warmup_rounds=self.warmup, iterations=calls)
+        meter = energy.meter(self.device, self.warmup, self.rounds, calls, images_per_call)
+        benchmark.pedantic(meter.wrap(rounds()), rounds=self.rounds, warmup_rounds=self.warmup, iterations=calls)
         synchronize(self.device)  # pytest-benchmark makes one more call after looped rounds
         timing = {"peak_gib": peak_gib(self.device), **injected}
+        if not benchmark.disabled:
+            timing.update(meter.fields())
         if self.bare_loop:
             bare_after = bare_round_ms(rounds(), calls, self.rounds - self.rounds // 2)
             timing.update(bare_loop_median_ms=statistics.median(bare_before + bare_after),
