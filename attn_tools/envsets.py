@@ -8,12 +8,17 @@ workflow asks this module for its job matrix:
 
     python -m attn_tools.envsets list
     python -m attn_tools.envsets plan [--shards N] [--changed-files FILE]
+    python -m attn_tools.envsets rerun GATE.json CURRENT.json [SET]
 
 `plan` prints the GitHub Actions matrix (`{"include": [{"set", "shard", "pytest_args"}, ...]}`):
 without `--changed-files`, every set in N shards on the full matrix (FULL_TESTS); with it (a
 pull request's changed paths, one a line), the small profile (SMALL_ARGS: seq 3136, eager), one
 shard per set: a changed adapter `attn_impls/<module>.py` selects that module's implementations
 in their set, and any other change selects the torch set.
+
+`rerun` splits the gate's confirmation rerun (`rerun.cells` of `gate compare --json`) by set:
+without SET it prints the sets that have cells to rerun, one a line; with SET, the pytest
+arguments that rerun that set's cells with CURRENT's settings, one a line (for `mapfile`).
 
 Plain data, no torch: it runs where the workflow plans, on a machine without a GPU.
 """
@@ -135,6 +140,18 @@ def plan(shards: int = 1, changed: list[str] | None = None) -> list[dict]:
     return jobs
 
 
+def rerun_by_set(cells: list[str]) -> dict[str, list[str]]:
+    """{set: [cell, ...]} of the cells to rerun, in declaration order of the sets; a cell that is not a
+    matrix cell (no implementation in its id) goes to the default set."""
+    from .runs import cell_params
+
+    by_set: dict[str, list[str]] = {}
+    for cell in cells:
+        params = cell_params(cell)
+        by_set.setdefault(set_of(params["impl"]) if params else DEFAULT_SET, []).append(cell)
+    return {name: by_set[name] for name in ENV_SETS if name in by_set}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     p = argparse.ArgumentParser(prog="python -m attn_tools.envsets", description=__doc__.split("\n\n")[0])
@@ -144,7 +161,22 @@ def main(argv: list[str] | None = None) -> int:
     pl.add_argument("--shards", type=int, default=1, help="shards per set for the full matrix (default 1)")
     pl.add_argument("--changed-files", metavar="FILE",
                     help="a pull request's changed paths, one a line: the small profile narrowed by them")
+    rr = sub.add_parser("rerun", help="the gate's confirmation rerun, split by environment set")
+    rr.add_argument("gate_json", metavar="GATE.json", help="the verdict written by gate compare --json")
+    rr.add_argument("current", metavar="CURRENT.json", help="the gated run (its settings are rerun)")
+    rr.add_argument("set", nargs="?", choices=list(ENV_SETS), help="print this set's pytest arguments")
     args = p.parse_args(argv)
+    if args.command == "rerun":
+        from .gate import rerun_pytest_args
+        from .runs import load_run, run_settings
+
+        cells = (json.loads(Path(args.gate_json).read_text(encoding="utf-8")).get("rerun") or {}).get("cells", [])
+        by_set = rerun_by_set(cells)
+        if args.set is None:
+            print("\n".join(by_set))
+        elif args.set in by_set:
+            print("\n".join(rerun_pytest_args(by_set[args.set], run_settings(load_run(args.current)))))
+        return 0
     if args.command == "list":
         for s in ENV_SETS.values():
             default = " (default)" if s.name == DEFAULT_SET else ""
