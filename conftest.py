@@ -11,10 +11,10 @@ from attn_bench import envinfo
 from attn_bench.harness import DEFAULT_ROUNDS, MODES, Suite
 from attn_bench.kernel_bench import DIRECTIONS
 from attn_bench.model import COMPILE_SCOPES, CONFIGS, DEFAULT_COMPILE_SCOPE, SEQ_LENS, TIMED_MATMUL_PRECISION
+from attn_impls import REGISTRY, VARIANTS
 from attn_tools import merge as shards
 from attn_tools.run import PROGRESS_ENV
 from attn_tools.runs import gpu_model, report_outcome
-from attn_impls import REGISTRY, VARIANTS
 
 DEFAULT_STORAGE = "file://./.benchmarks"
 

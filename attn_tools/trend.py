@@ -50,9 +50,10 @@ def trend_tables(runs: list[tuple[str, dict]], cells: str | None = None, last: i
             continue
         lines += [f"# {gpu}, profile {profile}: {len(group)} run(s), {len(tests)} cell(s)", ""]
         for test in tests:
-            lines += [f"## {test}", "", "| date | commit | median ms | change | note |", "| --- | --- | ---: | ---: | --- |"]
+            lines += [f"## {test}", "", "| date | commit | median ms | change | note |",
+                      "| --- | --- | ---: | ---: | --- |"]
             previous = None  # (run, median ms) of the last run that timed this cell
-            for (name, run), (ran, skipped, failed) in zip(group, every):
+            for (_, run), (ran, skipped, failed) in zip(group, every):
                 date = str(run.get("datetime", ""))[:16].replace("T", " ")
                 commit = str((run.get("commit_info") or {}).get("id") or "?")[:10]
                 if test in ran:

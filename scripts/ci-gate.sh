@@ -10,7 +10,7 @@
 # with the rerun pooled. Writes out/gate.json and out/gate.md.
 # Exit status: the gate's: 0 pass, 1 failed, 2 refused (incomparable: see docs/ci.md, re-baselining).
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 2
 if [ $# -lt 2 ]; then
   echo "usage: bash scripts/ci-gate.sh BASELINE.json CURRENT.json [REFERENCE.json]" >&2
   exit 2

@@ -139,8 +139,8 @@ def test_merge_makes_one_run_that_the_gate_and_report_read(tmp_path, capsys):
     a = _run({"native-plain-196-eager": 0.010}, shard="1/2", env_set="torch", skipped=["flex-plain-196-eager"],
              availability={"fa4": {"status": "not installed"}, "native": {"status": "available"}})
     b = _run({"sdpa_flash-plain-196-eager": 0.008}, shard="2/2", env_set="torch", node="host-b", wall_s=140.0)
-    c = _run({"fa4-plain-196-eager": 0.006}, shard="1/1", env_set="fa4", node="host-c", failed=["fa4-softcap-196-eager"],
-             availability={"fa4": {"status": "available", "variants": ["plain"]}})
+    c = _run({"fa4-plain-196-eager": 0.006}, shard="1/1", env_set="fa4", node="host-c",
+             failed=["fa4-softcap-196-eager"], availability={"fa4": {"status": "available", "variants": ["plain"]}})
     files = [_write(tmp_path, f"{n}.json", r) for n, r in (("a", a), ("b", b), ("c", c))]
     out = tmp_path / "merged.json"
     assert merge.main([*files, "--output", str(out)]) == 0
