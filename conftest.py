@@ -1,6 +1,7 @@
 """pytest wiring of the suite: options, the cell matrix, and what goes into the JSON."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,8 @@ from attn_bench.kernel_bench import DIRECTIONS
 from attn_bench.model import COMPILE_SCOPES, CONFIGS, DEFAULT_COMPILE_SCOPE, SEQ_LENS, TIMED_MATMUL_PRECISION
 from attn_impls import REGISTRY, VARIANTS
 from attn_impls.registry import VARLEN_REGISTRY
+from attn_tools import merge as shards
+from attn_tools.run.plugin import PROGRESS_ENV
 from attn_tools.runs import gpu_model, report_outcome
 
 DEFAULT_STORAGE = "file://./.benchmarks"
@@ -58,6 +61,11 @@ def pytest_addoption(parser):
     group.addoption("--attn-varlen-lengths", default="fixed", choices=("fixed", "changing"),  # varlen.LENGTHS
                     help="test_varlen_train_step: the same image sizes every step, or new ones every step "
                          "(extra_info.recompiles); 'changing' also runs test_varlen_flex_lengths (the hazard)")
+    group.addoption("--attn-shard", default=None, metavar="K/N",
+                    help="run only shard K of N of the selected cells, balanced by cost; N jobs with the same "
+                         "arguments run every cell exactly once (attn_tools/merge.py)")
+    group.addoption("--attn-shard-costs", action="append", default=[], metavar="RUN.json",
+                    help="earlier run(s) whose timings balance --attn-shard (default: the runner's cost model)")
 
 
 def _selection(config, option: str, valid) -> list:
@@ -119,6 +127,18 @@ def pytest_configure(config):
     config._attn_skipped = []
     config._attn_failed = []
     config.pluginmanager.register(_OutcomeRecorder(config), "attn-outcomes")
+    config._attn_shard = None
+    if config.getoption("attn_shard"):
+        try:
+            index, count = shards.parse_shard(config.getoption("attn_shard"))
+            costs = shards.load_cost_runs(config.getoption("attn_shard_costs"))
+        except ValueError as e:
+            raise pytest.UsageError(str(e)) from None
+        config._attn_shard = {"spec": f"{index}/{count}", "index": index, "count": count,
+                              "costs_from": config.getoption("attn_shard_costs")}
+        # A worker of attn_tools.run gets the cells its runner's collection already sharded.
+        if not os.environ.get(PROGRESS_ENV):
+            config.pluginmanager.register(_Shard(index, count, costs), "attn-shard")
     # Results of different GPU models never share a baseline folder.
     if getattr(config.option, "benchmark_storage", None) == DEFAULT_STORAGE:
         config.option.benchmark_storage = f"{DEFAULT_STORAGE}/{envinfo.gpu_info(device)['gpu_slug']}"
@@ -244,6 +264,19 @@ class _OutcomeRecorder:
             getattr(self.config, f"_attn_{kind}").append(record)
 
 
+class _Shard:
+    """Keeps shard K of N of the selected cells (after -k/-m deselection, hence trylast)."""
+
+    def __init__(self, index: int, count: int, costs: list[dict]):
+        self.index, self.count, self.costs = index, count, costs
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(self, config, items):
+        keep = set(shards.shard_cells([item.nodeid for item in items], self.index, self.count, self.costs))
+        config.hook.pytest_deselected(items=[item for item in items if item.nodeid not in keep])
+        items[:] = [item for item in items if item.nodeid in keep]
+
+
 def pytest_benchmark_update_machine_info(config, machine_info):
     device = config._attn_suite.device
     machine_info["gpu"] = envinfo.gpu_info(device)
@@ -272,6 +305,8 @@ def pytest_benchmark_update_json(config, benchmarks, output_json):
         "workers_per_gpu": 1,  # attn_tools.run records its own
         "skipped": config._attn_skipped,
         "failed": config._attn_failed,
+        "shard": config._attn_shard,
+        "env_set": os.environ.get("ATTN_ENV_SET"),  # set by noxfile.py's bench sessions
     }
 
 
