@@ -112,6 +112,9 @@ def run_settings(run: dict) -> dict:
     return settings
 
 
+NOT_INSTALLED = "not installed"  # what machine_info.libraries records for a missing library
+
+
 def software_versions(run: dict) -> dict:
     """{name: version} of the software that times a cell: every library in `machine_info.libraries`
     (torch, timm, the attention libraries, "not installed" included) and the GPU's driver, CUDA and cuDNN."""
@@ -126,11 +129,32 @@ def software_differences(a: dict, b: dict, labels: tuple[str, str] = ("baseline"
     """'name: LA old, LB new' for each version that both runs recorded and that differs."""
     va, vb = software_versions(a), software_versions(b)
     la, lb = labels
-    return [f"{key}: {la} {va[key]!r}, {lb} {vb[key]!r}" for key in sorted(set(va) & set(vb)) if va[key] != vb[key]]
+    # A library installed in one environment set only is no change: each run's cells of it need it installed.
+    return [f"{key}: {la} {va[key]!r}, {lb} {vb[key]!r}" for key in sorted(set(va) & set(vb))
+            if va[key] != vb[key] and NOT_INSTALLED not in (va[key], vb[key])]
+
+
+def cell_setting_differences(a: dict, b: dict, labels: tuple[str, str] = ("baseline", "current")) -> list[str]:
+    """'setting of cell: LA x, LB y' for each per-cell setting (CELL_SETTINGS) of a cell both runs
+    timed that differs. Compared cell by cell: runs of other cells (a kernel cell picks its own
+    iterations) share no cell-level setting."""
+    la, lb = labels
+    cells_b = {bench["fullname"]: bench for bench in b["benchmarks"]}
+    found = []
+    for bench in a["benchmarks"]:
+        other = cells_b.get(bench["fullname"])
+        if other is None:
+            continue
+        for name, (section, key) in CELL_SETTINGS.items():
+            x, y = (bench.get(section) or {}).get(key), (other.get(section) or {}).get(key)
+            if x is not None and y is not None and x != y:
+                found.append(f"{name} of {short_name(bench['fullname'])}: {la} {x!r}, {lb} {y!r}")
+    return found
 
 
 def comparable(a: dict, b: dict, allow_injected_slowdown: bool = False,
-               labels: tuple[str, str] = ("baseline", "current"), allow_software_change: bool = False) -> list[str]:
+               labels: tuple[str, str] = ("baseline", "current"), allow_software_change: bool = False,
+               compare_cells: bool = True) -> list[str]:
     """Why runs `a` and `b` must not be compared, one reason a line; [] when they may be.
 
     The one comparability rule of the gate, the report and the runner's merge: the same GPU
@@ -141,7 +165,9 @@ def comparable(a: dict, b: dict, allow_injected_slowdown: bool = False,
     itself: a regression it causes would otherwise be blamed on the code, or hide one. Pass
     `allow_software_change` when the change is the thing under test (an upgrade's gate).
     With `allow_injected_slowdown`, `b` may carry an injected slowdown that `a` lacks (to test
-    the gate). `labels` name the two runs in the reasons.
+    the gate). `labels` name the two runs in the reasons. `compare_cells=False` leaves out the
+    per-cell settings of cells both runs timed: for the report, where the later run's cell
+    replaces the earlier one's and the two measurements are never compared.
     """
     la, lb = labels
     reasons = []
@@ -150,8 +176,11 @@ def comparable(a: dict, b: dict, allow_injected_slowdown: bool = False,
         reasons.append(f"GPU model: {la} {gpu_a!r}, {lb} {gpu_b!r}")
     settings_a, settings_b = run_settings(a), run_settings(b)
     ignored = {"slowdown"} if allow_injected_slowdown and not settings_a.get("slowdown") else set()
+    ignored |= set(CELL_SETTINGS)  # compared cell by cell below
     reasons += [f"{name}: {la} {settings_a[name]!r}, {lb} {settings_b[name]!r}" for name in settings_a
                 if name in settings_b and name not in ignored and settings_a[name] != settings_b[name]]
+    if compare_cells:
+        reasons += cell_setting_differences(a, b, labels)
     if not allow_software_change:
         reasons += [f"software {d}" for d in software_differences(a, b, labels)]
     return reasons

@@ -5,6 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..energy import write_energy_chart
 from ..runs import RunFileError
 from .chart import write_chart
 from .merge import IncomparableRuns, comparable_with_newest, load_paths, merge
@@ -25,6 +26,8 @@ def parser() -> argparse.ArgumentParser:
                         "never hides a cell that ran")
     p.add_argument("--markdown", metavar="FILE", help="also write the report as markdown")
     p.add_argument("--chart", metavar="FILE", help="also write a PNG chart of the training-step speedups")
+    p.add_argument("--energy-chart", metavar="FILE",
+                   help="also write a PNG of step time against J per image (training steps; needs runs with energy)")
     p.add_argument("--skip-incomparable", action="store_true",
                    help="leave out the runs that runs.comparable() says differ from the newest run (GPU model, "
                         "profile, rounds, an injected slowdown, ...) and list them with why, instead of refusing")
@@ -53,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
             Path(args.markdown).write_text(markdown_report(merged), encoding="utf-8")
         if args.chart:
             write_chart(merged, args.chart)
+        if args.energy_chart:
+            write_energy_chart(merged.ran.values(), args.energy_chart, title=merged.gpu)
     except IncomparableRuns as e:
         print(f"report error: {e}\n({USAGE_HINT})", file=sys.stderr)
         return 2

@@ -149,7 +149,7 @@ def check_comparable(runs: list[dict], names: list[str]) -> None:
     """IncomparableRuns naming the first two runs that `runs.comparable` says differ, and why."""
     for j in range(1, len(runs)):
         for i in range(j):
-            reasons = comparable(runs[i], runs[j], labels=(names[i], names[j]))
+            reasons = comparable(runs[i], runs[j], labels=(names[i], names[j]), compare_cells=False)
             if reasons:
                 raise IncomparableRuns(f"runs that are not comparable cannot share a report: {names[i]} and "
                                        f"{names[j]} differ in " + "; ".join(reasons))
@@ -160,7 +160,8 @@ def comparable_with_newest(runs: list[dict], names: list[str]) -> tuple[list[int
     from the newest back, each run comparable with every run kept so far."""
     kept, excluded = [len(runs) - 1], []
     for i in range(len(runs) - 2, -1, -1):
-        reasons = next((r for k in kept if (r := comparable(runs[i], runs[k], labels=(names[i], names[k])))), [])
+        reasons = next((r for k in kept if (r := comparable(runs[i], runs[k], labels=(names[i], names[k]),
+                                                             compare_cells=False))), [])
         if reasons:
             excluded.append((names[i], reasons))
         else:

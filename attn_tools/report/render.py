@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+from ..energy import throttle_note
 from ..runs import short_name
 from .cells import ATTENTION, section_title
 from .comparisons import SHARE_COLUMNS, attention_shares, phase_totals, study_comparisons
@@ -55,6 +56,7 @@ def text_report(merged: Merged) -> str:
             out.append("")
     out += _comparison_lines(merged, bullet="  ")
     out += _host_bound_lines(merged)
+    out += _throttle_lines(merged, bullet="  ")
     out += _phase_lines(merged)
     out += outcome_lines(merged, bullet="  ")
     out += _legend_lines(merged, bullet="  ")
@@ -75,10 +77,19 @@ def markdown_report(merged: Merged) -> str:
             out.append("")
     out += _comparison_lines(merged, bullet="- ", heading="### ")
     out += _host_bound_lines(merged)
+    out += _throttle_lines(merged, bullet="- ")
     out += _phase_lines(merged)
     out += outcome_lines(merged, bullet="- ", code=True)
     out += _legend_lines(merged, bullet="- ", code=True)
     return "\n".join(out).rstrip() + "\n"
+
+
+def _throttle_lines(merged: Merged, bullet: str) -> list[str]:
+    """A line per cell timed while the GPU throttled (or over a short energy window), so that a
+    reader knows its time is not the steady-clock number it looks like."""
+    notes = [(test, throttle_note(bench)) for test, bench in merged.ran.items()]
+    found = [f"{bullet}{short_name(test)}: {note}" for test, note in notes if note]
+    return ["Energy notes (cells timed while the GPU throttled, short energy windows):", *found, ""] if found else []
 
 
 def _warning_lines(merged: Merged, bullet: str = "") -> list[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..energy import cell_energy, energy_saved_vs_native
 from ..runs import short_kernel_name
 from .cells import ATTENTION, INFER, KINDS, TRAIN, cell_kind, mode_rank
 from .merge import Merged
@@ -42,6 +43,11 @@ class Row:
     host_ms: float | None = None
     device_ms: float | None = None
     tflops_device: float | None = None
+    j_per_image: float | None = None
+    mean_w: float | None = None
+    usd_per_million_images: float | None = None
+    energy_saved_pct: float | None = None
+    throttled: bool | None = None
 
     @property
     def host_bound(self) -> bool:
@@ -127,6 +133,13 @@ def columns(mode: str, rows: list[Row], kind: str = TRAIN) -> list[Column]:
     if any(r.device_ms is not None for r in rows):
         cols += [Column("device ms", lambda r: number(r.device_ms, ".3f")),
                  Column("device TFLOP/s", lambda r: number(r.tflops_device, ".3g"))]
+    if any(r.j_per_image is not None for r in rows):
+        cols += [Column("J/image", lambda r: number(r.j_per_image, ".3g") + (" throttled" if r.throttled else "")),
+                 Column("mean W", lambda r: number(r.mean_w, ".0f"))]
+    if any(r.energy_saved_pct is not None for r in rows):
+        cols.append(Column("energy saved vs native", lambda r: number(r.energy_saved_pct, "+.1f", "%")))
+    if any(r.usd_per_million_images is not None for r in rows):
+        cols.append(Column("$/M images", lambda r: number(r.usd_per_million_images, ".2f")))
     cols.append(Column("kernel", lambda r: r.kernel, False))
     return cols
 
@@ -175,6 +188,8 @@ def tables(merged: Merged, kind: str = TRAIN) -> dict[tuple, list[Row]]:
     compiled, then direction. A row's speedups are over the native cells of the run it came from
     (None where that run has none), never over another run's."""
     medians = run_medians(merged)
+    saved = {(label, test): pct for label, cells in merged.by_run.items()
+             for test, pct in energy_saved_vs_native(cells.values()).items()}
     groups: dict[tuple, list[Row]] = {}
     for test, bench in merged.ran.items():
         found, p = cell_kind(test)
@@ -183,6 +198,7 @@ def tables(merged: Merged, kind: str = TRAIN) -> dict[tuple, list[Row]]:
         median = bench["stats"]["median"]
         info = bench.get("extra_info") or {}
         direction, label = p.get("direction", ""), merged.source.get(test, "")
+        energy = cell_energy(bench)
         ref_eager, ref_mode = (medians.get((label, kind, BASELINE_IMPL, p["variant"], p["seq_len"], mode, direction))
                                for mode in ("eager", p["mode"]))
         groups.setdefault(table_key(kind, p), []).append(Row(
@@ -191,7 +207,9 @@ def tables(merged: Merged, kind: str = TRAIN) -> dict[tuple, list[Row]]:
             info.get("peak_gib"), info.get("tflops"), kernel_label(info),
             info.get("study_median_ms"), info.get("compile_s"), cache_label(info),
             info.get("images_per_s"), info.get("tflops_effective"), info.get("pct_of_matmul_peak"),
-            info.get("vs_do_bench_pct"), info.get("host_ms"), info.get("device_ms"), info.get("tflops_device")))
+            info.get("vs_do_bench_pct"), info.get("host_ms"), info.get("device_ms"), info.get("tflops_device"),
+            energy.j_per_image, energy.mean_w, energy.usd_per_million_images, saved.get((label, test)),
+            energy.throttled))
     return {key: sorted(groups[key], key=lambda r: r.median_ms)
             for key in sorted(groups, key=lambda k: (k[0], mode_rank(k[1]), *k[2:]))}
 
