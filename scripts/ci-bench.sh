@@ -11,8 +11,10 @@
 # <slug>/inductor, and the sets' environments, nox/ (building FA2 or TE takes minutes).
 # $CI_NOX_ARGS adds nox options (e.g. --no-venv: run in the current environment, as the CPU check does).
 # Exit status: the runner's (1 when a cell failed; the JSON is written all the same).
+# $ATTN_TREE runs another checkout of the project with this script (the baseline's commit, for the
+# gate's ABBA confirmation); $ATTN_RUN_JSON should then be an absolute path.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "${ATTN_TREE:-$(dirname "$0")/..}"
 if [ $# -lt 2 ]; then
   echo "usage: bash scripts/ci-bench.sh SET K/N [pytest args...]" >&2
   exit 2

@@ -156,9 +156,10 @@ def test_merge_makes_one_run_that_the_gate_and_report_read(tmp_path, capsys):
     assert suite["missing_shards"] == [] and suite["wall_s"] == 140.0 and suite["env_set"] == ["fa4", "torch"]
     assert suite["availability"]["fa4"]["status"] == "available"  # from the set that installs it
     assert suite["availability"]["native"]["status"] == "available"
-    # the gate reads it like any run: against itself it passes; the report renders it
+    # the gate reads it like any run (its failed cell keeps it from being a baseline); the report renders it
     capsys.readouterr()
-    assert gate.main(["compare", str(out), str(out)]) == 0
+    assert gate.main(["compare", str(out), str(out)]) == 2
+    assert "cannot be a baseline: 1 failed cell" in capsys.readouterr().err
     assert "fa4" in report.text_report(report.merge([merged], names=["merged"]))
 
 
