@@ -10,8 +10,8 @@ library's own `softcap=` argument. No masks: neighborhood is not expressible.
   depending on the release: both are handled.
 - FA4 is JIT-compiled CuTe DSL and registers no custom op; under torch.compile
   it runs outside the graph (`torch.compiler.disable`), with a graph break around
-  it (`graph_breaks` = 1 per compiled fa4/plain cell compiled per block, results/h200/2026-11-30/
-  g-same-*.json; 5 per compiled fa4 cell compiled whole, results/h200/2026-12-02/session11/).
+  it (`graph_breaks` = 1 per compiled fa4/plain cell compiled per block, H200 runs
+  of 2026-11-30; 5 per compiled fa4 cell compiled whole, H200 run train-fa4 of 2026-12-02).
 - flash-attn 2 and flash-attn-4 share the `flash_attn` package name: with only
   FA4 installed, `flash_attn` is a namespace package without `flash_attn_func`.
 """
@@ -52,7 +52,7 @@ def _let_aot_autograd_cache_autograd_functions() -> None:
     the whole graph unless `autograd_cache_allow_custom_autograd_functions` is set (off by default
     in torch 2.14, the CPU's), and each run traces the model's forward and backward again. On the H200,
     with Inductor's graphs served from a warm cache, the first step still took 12-14 s per compiled
-    FA2/FA3 cell at seq 196, against 3-4 s for native's (results/h200/2026-12-02/session11/; the
+    FA2/FA3 cell at seq 196, against 3-4 s for native's (H200 runs of 2026-12-02; the
     saving from this opt-in is not measured there yet). The traced subgraphs are part of the cache
     key, so graphs of other code or settings get other keys (pytorch/pytorch#149751 made the flag).
     Process-wide, like the SDPA adapters' marking: a later cell of the same worker whose graph holds

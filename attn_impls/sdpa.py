@@ -35,7 +35,7 @@ def _let_aot_autograd_cache_pinned_graphs() -> None:
     """Inside a compiled function, Dynamo records `sdpa_kernel` as calls of two functions, and
     AOTAutograd's cache then bypasses the whole graph ("Unsupported call_function target"): each
     run traces the model's forward and backward again, 8-14 s per compiled SDPA cell at seq 196 on
-    the H200 with a warm cache (results/h200/2026-12-01/session9/). They are pure functions of their
+    the H200 with a warm cache (2026-12-01). They are pure functions of their
     arguments, the backend names, which are constants of the graph and so part of its cache key:
     graphs pinned to different backends get different keys (tests/test_inductor_cache.py checks
     it, in one cache folder), as torch already allows for autocast's enter and exit. Keyed by the
@@ -169,8 +169,8 @@ def _nested_varlen_factory(backend: SDPBackend):
             # Autocast off: the inputs already carry its dtype. Under CUDA autocast the jagged math
             # path (torch/nested/_internal/sdpa.py: _scaled_dot_product_attention_math on strided
             # nested tensors) gets its softmax cast to fp32, and its backward failed ("expected input
-            # and grad types to match", H200, torch 2.11, results/h200/2026-12-01/session5/); with
-            # autocast off it passed there, eager and compiled (session6/).
+            # and grad types to match", H200, torch 2.11, 2026-12-01); with
+            # autocast off it passed there, eager and compiled (a later run that day).
             with torch.autocast(q_bshd.device.type, enabled=False), sdpa_kernel([backend]):
                 out = F.scaled_dot_product_attention(jagged_bhjd(q_bshd), jagged_bhjd(k_bshd), jagged_bhjd(v_bshd))
             return out.transpose(1, 2).values().view(rows, row_len, heads, head_dim)
@@ -189,7 +189,7 @@ def _varlen_entry(impl_id, packing, factory, kernel_fwd, kernel_bwd, probe, desc
     ))
 
 
-# Seen on the H200 (torch 2.11, results/h200/2026-12-01/session5/) in the backward of the compiled
+# Seen on the H200 (torch 2.11, 2026-12-01) in the backward of the compiled
 # parity check; upstream: pytorch/pytorch#155421 (open).
 NESTED_COMPILE_LIMIT = ("AOTAutograd fails in the backward of SDPA's flash and efficient kernels on jagged "
                         "nested tensors (expected len(meta.attrs) == len(runtime_subclass_keys), got 3 != 4; "

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.suite
 
 CELLS = ("--attn-variant", "plain", "--attn-seq-len", "196", "--attn-mode", "eager")
 # Same-code medians of these ~30 ms CPU steps moved by up to ~60% between reruns while another
-# test session shared the 2-core machine, so the CPU tests gate at 150%, and the injected
+# test run shared the 2-core machine, so the CPU tests gate at 150%, and the injected
 # slowdown is +500% (6x): it still fails unless the baseline run was itself >2.4x slower.
 # (The H200 threshold comes from `python -m attn_tools.gate calibrate`, not from these numbers.)
 CPU_THRESHOLD = "150"

@@ -164,7 +164,7 @@ def test_kernel_check_gives_a_result_its_label_and_names_per_direction():
 
 def test_a_variant_requirement_must_be_met_by_a_name():
     """kernel_variants, on an entry given one. No registered entry has one: on the H200 no
-    variant changed an attention kernel's name (results/h200: fa4 softcap = plain, flex and
+    variant changed an attention kernel's name (H200 runs: fa4 softcap = plain, flex and
     cuDNN neighborhood = plain; TE's masked softmax shows only at seq 3136)."""
     impl = dataclasses.replace(REGISTRY["flex"], kernel_variants={"softcap": r"tanh"})
     names = set(H200_NAMES["flex"])

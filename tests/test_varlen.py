@@ -92,8 +92,8 @@ def test_varlen_registry_has_every_library_and_reasons():
     runnable = {impl_id for impl_id, impl in VARLEN_REGISTRY.items() if not impl.unsupported_reason("cpu")}
     assert runnable == {"sdpa_dense_math", "sdpa_nested_math", "padded_math"}
     assert VARLEN_REGISTRY["flex"].unsupported_reason("cpu") == "flex has no backward pass on CPU"
-    # Proven: passed parity, the kernel check and timing on the H200 (results/h200/2026-12-01/session5/;
-    # sdpa_nested_math after its autocast fix in session6/).
+    # Proven: passed parity, the kernel check and timing on the H200 (2026-12-01, run packed-* in results/nvidia-h200/;
+    # sdpa_nested_math after its autocast fix, run packed-sdpa_nested).
     assert all(impl.proven_on_hardware for impl in VARLEN_REGISTRY.values())
     for impl_id in ("sdpa_nested_flash", "sdpa_nested_efficient"):  # as on a GPU: the probe passes
         on_gpu = dataclasses.replace(VARLEN_REGISTRY[impl_id], probe=lambda device: "")
@@ -176,7 +176,7 @@ def test_flex_recompiles_for_new_lengths_unless_shapes_stay_fixed_or_dynamic(str
 
 
 def test_nested_sdpa_runs_below_autocast():
-    """Under CUDA autocast torch's jagged math path failed in backward (H200, session5); the entries
+    """Under CUDA autocast torch's jagged math path failed in backward (H200, 2026-12-01); the entries
     turn autocast off around SDPA, so fp32 inputs under bf16 autocast stay fp32 (they would be cast)."""
     attention = attention_of("sdpa_nested_math")
     layout = varlen.make_batch(SMOKE, "packed", "cpu", seed=1).layout
