@@ -305,7 +305,7 @@ def pytest_benchmark_update_json(config, benchmarks, output_json):
         "workers_per_gpu": 1,  # attn_tools.run records its own
         "skipped": config._attn_skipped,
         "failed": config._attn_failed,
-        "shard": config._attn_shard,
+        "shard": getattr(config, "_attn_shard", None),
         "env_set": os.environ.get("ATTN_ENV_SET"),  # set by noxfile.py's bench sessions
     }
 

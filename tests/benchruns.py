@@ -15,8 +15,8 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 def run_suite(json_path: Path, *args: str, tests=("tests/test_train_step.py",)) -> subprocess.CompletedProcess:
     """`pytest TESTS ARGS --benchmark-json JSON_PATH` in the repo root (TESTS: the train step by default).
 
-    pytest.ini autosaves; unless ARGS name another storage, runs are saved beside JSON_PATH,
-    never into the repository's own `.benchmarks/` (a slowed-down run must not become a baseline).
+    With --benchmark-autosave among ARGS, and unless ARGS name another storage, runs are saved beside
+    JSON_PATH, never into the repository's own `.benchmarks/` (a slowed-down run must not become a baseline).
     """
     cmd = [sys.executable, "-m", "pytest", *tests, "-p", "no:cacheprovider",
            "--attn-rounds", "15", "--attn-warmup", "2", f"--benchmark-json={json_path}",

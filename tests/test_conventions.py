@@ -33,7 +33,7 @@ def test_pytest_benchmark_list_and_compare_read_the_suites_storage_with_one_flag
     """The suite keeps a storage folder per GPU model, .benchmarks/<gpu-slug>/<machine-id>/NNNN_*.json, one
     level deeper than pytest-benchmark looks: `pytest-benchmark --storage .benchmarks/<gpu-slug> list` and
     `... compare 0001 0002` find the runs, which the end of a run prints."""
-    proc = _pytest(ROOT / "tests" / "test_train_step.py", *CELL, cwd=tmp_path)  # autosaves under ./.benchmarks
+    proc = _pytest(ROOT / "tests" / "test_train_step.py", *CELL, "--benchmark-autosave", cwd=tmp_path)  # ./.benchmarks
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     (first,) = (tmp_path / ".benchmarks").rglob("0001_*.json")
     assert first.parent.parent == tmp_path / ".benchmarks" / "cpu"  # <gpu-slug>/<machine-id>/
@@ -88,7 +88,7 @@ def test_console_entry_points_and_extras():
     tomllib = pytest.importorskip("tomllib")  # Python 3.11+
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     scripts = project["scripts"]
-    assert set(scripts) == {"attn-run", "attn-gate", "attn-report", "attn-impls"}
+    assert set(scripts) == {"attn-run", "attn-gate", "attn-report", "attn-impls", "attn-merge", "attn-trend"}
     for target in scripts.values():
         module, _, name = target.partition(":")
         assert callable(getattr(importlib.import_module(module), name)), target

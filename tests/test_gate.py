@@ -254,9 +254,11 @@ def test_a_selection_that_matches_nothing_fails(tmp_path, capsys):
     ("warmup", lambda r: r["attn_suite"].update(warmup=2), "baseline 1, current 2"),
     ("slowdown", lambda r: r["attn_suite"].update(slowdown=0.15), "baseline 0.0, current 0.15"),
     ("compile_scope", lambda r: r["attn_suite"].update(compile_scope="model"), "baseline 'block', current 'model'"),
-    ("iterations", lambda r: r["benchmarks"][0]["stats"].update(iterations=3), "baseline 1, current 3"),
-    ("steps_per_round", lambda r: r["benchmarks"][0]["extra_info"].update(steps_per_round=3),
+    # per-cell settings are compared cell by cell and name the cell
+    ("iterations of test_train_step[a-plain-196-compiled]", lambda r: r["benchmarks"][0]["stats"].update(iterations=3),
      "baseline 1, current 3"),
+    ("steps_per_round of test_train_step[a-plain-196-compiled]",
+     lambda r: r["benchmarks"][0]["extra_info"].update(steps_per_round=3), "baseline 1, current 3"),
 ])
 def test_runs_with_different_settings_are_refused(tmp_path, capsys, setting, edit, values):
     base = _run({"a-plain-196-compiled": 0.1})

@@ -22,7 +22,7 @@ def smoke(tmp_path_factory):
     path = d / "run.json"
     # sdpa_math cannot express softcap: one skipped cell per test kind, with its reason.
     proc = run_suite(path, "--attn-impl", "native,sdpa_math", "--attn-variant", "plain,softcap",
-                     "--attn-seq-len", "196", "--attn-mode", "eager",
+                     "--attn-seq-len", "196", "--attn-mode", "eager", "--benchmark-autosave",
                      tests=("tests/test_infer_step.py", "tests/test_train_step.py", "tests/test_attention.py"))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return SimpleNamespace(dir=d, path=path, run=json.loads(path.read_text()), stdout=proc.stdout)
