@@ -35,7 +35,17 @@ from datetime import datetime
 from fnmatch import fnmatchcase
 from pathlib import Path
 
-from .runs import REWRITTEN, CHANGING_ID_SUFFIX, RunFileError, gpu_model, load_run, outcomes, run_settings, short_name
+from .runs import (
+    CHANGING_ID_SUFFIX,
+    REWRITTEN,
+    RunFileError,
+    gpu_model,
+    load_run,
+    outcomes,
+    run_settings,
+    short_kernel_name,
+    short_name,
+)
 
 MODE_ORDER = ("eager", "compiled")
 TRAIN, INFER, ATTENTION = "train step", "inference step", "attention kernel"
