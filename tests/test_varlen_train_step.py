@@ -4,9 +4,11 @@ import pytest
 import torch
 from cells import run_cell
 
-from attn_tools.runs import CHANGING_ID_SUFFIX
 from attn_bench.varlen import HAZARD_STRATEGIES, FlexLengthHazard, get_varlen_config, run_varlen_cell
 from attn_impls.registry import VARLEN_REGISTRY
+from attn_tools.runs import CHANGING_ID_SUFFIX
+
+pytestmark = pytest.mark.cell
 
 
 def pytest_generate_tests(metafunc):
