@@ -108,7 +108,7 @@ REFUSED_ARGS = {
 VALUE_OPTIONS = {"-k", "-m", "-p", "-o", "-c", "--rootdir", "--confcutdir", "--basetemp", "--benchmark-storage",
                  "--attn-impl", "--attn-variant", "--attn-seq-len", "--attn-mode", "--attn-profile",
                  "--attn-rounds", "--attn-warmup", "--attn-slowdown", "--attn-direction", "--attn-compile-scope",
-                 "--attn-varlen-lengths"}
+                 "--attn-varlen-lengths", "--attn-group"}
 NOTE_SHARED_GPU = ("{k} workers shared each GPU: this run proves sharding and merging (correctness), "
                    "not wall time; its timings are not comparable with one worker per GPU")
 
