@@ -85,3 +85,15 @@ def test_each_test_file_is_marked_unit_tests_or_cells():
         matrix = {name for name in MATRIX_TESTS if hasattr(module, name)}
         assert names & {"suite", "parity", "cell"}, f"{path.name}: no suite, parity or cell marker"
         assert ("cell" in names) == bool(matrix), f"{path.name}: marks {sorted(names)}, matrix tests {sorted(matrix)}"
+
+
+def test_the_runner_knows_which_options_take_a_value():
+    """attn_tools.run must never take an option's value (e.g. `--attn-group study`) for a test path."""
+    import conftest
+    from attn_tools.run import REFUSED_ARGS, VALUE_OPTIONS
+    options = []
+    group = SimpleNamespace(addoption=lambda name, **kw: options.append((name, kw.get("action"))))
+    conftest.pytest_addoption(SimpleNamespace(getgroup=lambda *args: group))
+    missing = [name for name, action in options
+               if action != "store_true" and name not in VALUE_OPTIONS and name not in REFUSED_ARGS]
+    assert options and not missing, f"conftest options missing from attn_tools.run.VALUE_OPTIONS: {missing}"
