@@ -19,6 +19,23 @@ from attn_tools.runs import gpu_model, report_outcome
 
 DEFAULT_STORAGE = "file://./.benchmarks"
 
+# --attn-group: named parts of the benchmark matrix (the tests marked `cell` in pytest.ini).
+# The study's attention functions as registry ids: native, SDPA's four backends, FlashAttention-3,
+# Transformer Engine's three backends, xFormers with its own dispatch, FlexAttention.
+STUDY_IMPLS = ("native", "sdpa_flash", "sdpa_efficient", "sdpa_math", "sdpa_cudnn", "fa3",
+               "te_flash", "te_fused", "te_unfused", "xformers", "flex")
+# group: (the test functions it selects, what it is)
+GROUPS = {
+    "study": (("test_train_step",), "training steps of the study's implementations (" + ", ".join(STUDY_IMPLS)
+              + "; those of --attn-impl when given), every variant, both lengths and modes"),
+    "train": (("test_train_step",), "training steps of every implementation"),
+    "kernels": (("test_attention",), "the attention call alone (test_attention)"),
+    "inference": (("test_infer_step",), "inference forwards (test_infer_step)"),
+    "packed": (("test_varlen_train_step", "test_varlen_flex_lengths"), "packed variable-size images (test_varlen_*)"),
+    "all": ((), "every test: the groups above, the parity matrix and the unit tests of the suite"),
+}
+AUTO_GROUP = "auto"
+
 
 def pytest_addoption(parser):
     group = parser.getgroup("attn", "attention benchmark matrix")
@@ -58,6 +75,12 @@ def pytest_addoption(parser):
     group.addoption("--attn-price-per-gpu-hour", type=float, default=None, metavar="USD",
                     help="price of one GPU-hour: training and inference cells then record $ per million images "
                          "(extra_info.usd_per_million_images; default: none)")
+    group.addoption("--attn-group", default=AUTO_GROUP, metavar="NAME[,NAME...]",
+                    help="which tests run, by name: "
+                         + "; ".join(f"{name}: {what}" for name, (_, what) in GROUPS.items())
+                         + ". Default (auto): study with --benchmark-only (the benchmark's first answer), else all "
+                           "(the test command); all whenever test paths or node ids are named. A group other "
+                           "than all deselects every other test, unit tests included (those are -m 'not cell')")
     group.addoption("--attn-varlen-lengths", default="fixed", choices=("fixed", "changing"),  # varlen.LENGTHS
                     help="test_varlen_train_step: the same image sizes every step, or new ones every step "
                          "(extra_info.recompiles); 'changing' also runs test_varlen_flex_lengths (the hazard)")
@@ -89,7 +112,53 @@ def _impl_selection(config) -> tuple[list, list]:
     return [i for i in chosen if i in REGISTRY], [i for i in chosen if i in VARLEN_REGISTRY]
 
 
+def chosen_groups(config) -> tuple[list[str], str]:
+    """The groups --attn-group names (UsageError listing the valid ones) and why: "" when named,
+    else what the default resolved by."""
+    raw = config.getoption("attn_group")
+    if raw == AUTO_GROUP:
+        if config.args_source == pytest.Config.ArgsSource.ARGS:
+            return ["all"], "default with test paths named"
+        if config.getoption("benchmark_only", False):
+            return ["study"], "default with --benchmark-only"
+        return ["all"], "default"
+    names = [part.strip() for part in raw.split(",") if part.strip()]
+    unknown = [name for name in names if name not in GROUPS]
+    if unknown or not names:
+        raise pytest.UsageError(f"--attn-group: unknown group {(unknown or [raw])[0]!r}; "
+                                f"valid: {', '.join(GROUPS)} (or {AUTO_GROUP}, the default)")
+    return names, ""
+
+
+def in_groups(item, groups: list[str], study_impls) -> bool:
+    """Whether test `item` belongs to one of `groups` (a study cell's impl must be in `study_impls`)."""
+    if "all" in groups:
+        return True
+    name = getattr(item, "originalname", None)
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    return any(name in GROUPS[group][0] and (group != "study" or params.get("impl") in study_impls)
+               for group in groups)
+
+
+def select_groups(config, items) -> None:
+    """Deselect the tests outside the chosen groups (pytest counts them as deselected) and say which."""
+    groups, why = config._attn_groups
+    study_impls = STUDY_IMPLS if config.getoption("attn_impl") == "all" else config._attn_selection["impl"]
+    keep, drop = [], []
+    for item in items:
+        (keep if in_groups(item, groups, study_impls) else drop).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(f"attn group: {','.join(groups)}" + (f" ({why})" if why else "")
+                            + (f"; other groups: {', '.join(g for g in GROUPS if g not in groups)}"
+                               if "all" not in groups else ""))
+
+
 def pytest_configure(config):
+    config._attn_groups = chosen_groups(config)
     impls, varlen_impls = _impl_selection(config)
     config._attn_selection = {
         "impl": impls,
@@ -174,6 +243,7 @@ CPU_COMPILED_NOT_NATIVE_PLAIN = (
 
 def pytest_collection_modifyitems(config, items):
     check_impls_select_cells(config, items)
+    select_groups(config, items)
     train_cells_before_inference_cells(items)
     if config._attn_suite.device != "cpu":
         return

@@ -124,7 +124,6 @@ class Suite:
     matmul_peak_tflops: float | None = None
     _attention_parity: dict = field(default_factory=dict)
     _model_parity: dict = field(default_factory=dict)
-    _references: dict = field(default_factory=dict)
 
     def config(self, seq_len: int) -> VitConfig:
         return get_config(self.profile, seq_len)
@@ -162,29 +161,29 @@ class Suite:
         in compiled cells, against the fp32 reference (memoized per impl, variant, seq_len, mode)."""
         key = cell.parity_key
         if key not in self._attention_parity:
-            ref_key = ("attention", cell.variant, cell.seq_len)
-            if ref_key not in self._references:
-                batch = min(self.config(cell.seq_len).batch, 2)
-                self._references[ref_key] = parity.attention_reference(
-                    cell.variant, self.shape(cell.seq_len), batch)
+            shape, batch = self.shape(cell.seq_len), min(self.config(cell.seq_len).batch, 2)
+            reference = once_per_process(("attention", cell.variant, shape, batch),
+                                         lambda: parity.attention_reference(cell.variant, shape, batch))
             backward = cell.impl.backward and (self.device != "cpu" or cell.impl.cpu_backward)
             self._attention_parity[key] = parity.check_attention(
-                f"attention {cell.name}", attention, cell.impl.layout, self._references[ref_key],
+                f"attention {cell.name}", attention, cell.impl.layout, reference,
                 compiled=cell.mode == "compiled", backward=backward)
         return self._attention_parity[key]
 
     def model_references(self, variant: str, seq_len: int) -> list[parity.ModelReference]:
         """The parity models of (variant, seq_len) with their fp32 results and the errors of
-        correct bf16 runs (native, sdpa_math where it has the variant), cached for the session."""
-        key = ("model", variant, seq_len)
-        if key not in self._references:
-            shape = self.shape(seq_len)
-            correct = {impl.id: (impl.factory(variant, shape), impl.layout)
-                       for impl in (REGISTRY["native"], REGISTRY["sdpa_math"]) if variant in impl.variants}
-            self._references[key] = parity.model_references(self.parity_config(seq_len), variant, self.device,
-                                                            correct)
+        correct bf16 runs (native, sdpa_math where it has the variant), computed once per process."""
+        shape, cfg = self.shape(seq_len), self.parity_config(seq_len)
+        correct_impls = [impl for impl in (REGISTRY["native"], REGISTRY["sdpa_math"]) if variant in impl.variants]
+
+        def compute():
+            correct = {impl.id: (impl.factory(variant, shape), impl.layout) for impl in correct_impls}
+            references = parity.model_references(cfg, variant, self.device, correct)
             release_memory(self.device)
-        return self._references[key]
+            return references
+
+        return once_per_process(("model", variant, cfg, self.device, tuple(impl.id for impl in correct_impls)),
+                                compute)
 
     def parity_config(self, seq_len: int) -> VitConfig:
         """The cell's config with at most PARITY_DEPTH blocks, for the model-level check.
@@ -612,6 +611,19 @@ class Suite:
                           bare_loop_before_ms=statistics.median(bare_before or bare_after),
                           bare_loop_after_ms=statistics.median(bare_after))
         return timing
+
+
+# Parity references by everything they depend on (kind, variant, shape or parity config, batch, device,
+# the correct runs), shared by every Suite, implementation and mode of the process: the fp32 results,
+# the errors of correct same-dtype runs and the controls' errors. The unit tests build several suites.
+_REFERENCES: dict[tuple, object] = {}
+
+
+def once_per_process(key: tuple, compute: Callable[[], object]):
+    """`compute()` the first time `key` is asked for in this process, the stored result after."""
+    if key not in _REFERENCES:
+        _REFERENCES[key] = compute()
+    return _REFERENCES[key]
 
 
 def fresh_cell_state(device: str) -> None:

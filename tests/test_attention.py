@@ -1,5 +1,8 @@
 """Attention kernels alone: one timed attention call per (impl, variant, seq_len, mode, direction) cell."""
+import pytest
 from cells import run_cell
+
+pytestmark = pytest.mark.cell
 
 
 def test_attention(benchmark, suite, impl, variant, seq_len, mode, direction):

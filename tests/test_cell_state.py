@@ -2,7 +2,11 @@
 import gc
 import weakref
 
+import pytest
+
 from attn_bench.harness import fresh_cell_state, release_memory
+
+pytestmark = pytest.mark.suite
 
 
 class Cycle:

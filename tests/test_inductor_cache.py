@@ -11,6 +11,7 @@ import torch
 from attn_bench.harness import aot_cache_state, fresh_cell_state, inductor_cache_state, use_inductor_cache
 from attn_impls import AttnShape, get_impl
 
+pytestmark = pytest.mark.suite
 SHAPE = AttnShape(2, 32, 16, "cpu")
 
 

@@ -1,9 +1,12 @@
 """build_model's weights cache: later models are exact copies of timm's init, never aliases."""
+import pytest
 import torch
 
 from attn_bench import model as model_module
 from attn_bench.model import CONFIGS, build_model
 from attn_bench.parity import math_attention as native
+
+pytestmark = pytest.mark.suite
 
 
 def test_later_models_copy_the_first_init_and_leave_the_rng_alike():

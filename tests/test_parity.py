@@ -4,7 +4,7 @@ import pytest
 from attn_bench.harness import Cell, CellSkip
 from attn_impls import Unsupported, get_impl
 
-pytestmark = pytest.mark.parity
+pytestmark = [pytest.mark.parity, pytest.mark.cell]  # the parity checks of the matrix's cells
 
 
 def test_attention_parity(suite, impl, variant, seq_len, mode):

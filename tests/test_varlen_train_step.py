@@ -7,6 +7,8 @@ from cells import run_cell
 from attn_bench.varlen import HAZARD_STRATEGIES, FlexLengthHazard, get_varlen_config, run_varlen_cell
 from attn_tools.runs import CHANGING_ID_SUFFIX
 
+pytestmark = pytest.mark.cell
+
 
 def pytest_generate_tests(metafunc):
     # Ids test_varlen_train_step[<impl>-<mode>]; --attn-mode selects modes as for test_train_step.

@@ -26,7 +26,8 @@ REFUSED_ARGS = {
 VALUE_OPTIONS = {"-k", "-m", "-p", "-o", "-c", "--rootdir", "--confcutdir", "--basetemp", "--benchmark-storage",
                  "--attn-impl", "--attn-variant", "--attn-seq-len", "--attn-mode", "--attn-profile",
                  "--attn-rounds", "--attn-warmup", "--attn-slowdown", "--attn-direction", "--attn-compile-scope",
-                 "--attn-varlen-lengths"}
+                 "--attn-varlen-lengths", "--attn-group", "--attn-price-per-gpu-hour", "--attn-shard",
+                 "--attn-shard-costs"}
 
 
 def split_pytest_args(args: list[str]) -> tuple[list[str], list[str]]:
