@@ -7,4 +7,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-.venv/bin/python -m pytest --benchmark-only "$@"
+.venv/bin/python -m pytest --benchmark-only --benchmark-autosave "$@"
