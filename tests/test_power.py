@@ -38,6 +38,18 @@ def _radius_4(q, k, v, variant, mask, shape):
     return attention_math(q, k, v, variant, neighborhood_mask(shape.seq_len, q.device, radius=NEIGHBORHOOD_RADIUS - 1))
 
 
+def _heads_beyond_the_second_zeroed(q, k, v, variant, mask, shape):
+    out = attention_math(q, k, v, variant, mask)
+    keep = torch.ones(out.shape[1], 1, 1, dtype=out.dtype, device=out.device)
+    keep[2:] = 0  # heads 0 and 1 exact: a 2-head smoke profile could not see this
+    return out * keep
+
+
+def _kv_of_the_next_sample(q, k, v, variant, mask, shape):
+    # each sample attends to the keys and values of another sample of the batch (batch 1 could not see it)
+    return attention_math(q, k.roll(1, dims=0), v.roll(1, dims=0), variant, mask)
+
+
 # name: (variants it is tested on, layout it declares, factory)
 WRONG = {
     "mean_of_v": (("plain",), "bhsd", _wrong(lambda q, k, v, var, m, s: v.mean(-2, keepdim=True).expand_as(v))),
@@ -51,6 +63,8 @@ WRONG = {
     "head_0_zeroed": (("plain",), "bhsd", _wrong(_head_zero_zeroed)),
     # a bhsd kernel declared as bshd: it reads (B, S, H, D) views as (B, H, S, D)
     "layout_mixed_up": (("plain",), "bshd", _wrong(lambda q, k, v, var, m, s: attention_math(q, k, v, var, m))),
+    "heads_beyond_2nd_zeroed": (("plain",), "bhsd", _wrong(_heads_beyond_the_second_zeroed)),
+    "kv_of_next_sample": (VARIANTS, "bhsd", _wrong(_kv_of_the_next_sample)),
     "heads_rolled_in_kv": (("plain",), "bhsd", _wrong(
         lambda q, k, v, var, m, s: attention_math(q, k.roll(1, dims=1), v.roll(1, dims=1), var, m))),
 }
