@@ -85,7 +85,10 @@ def test_compiled_cells_compile_the_whole_model_by_default_and_varlen_cells_each
 
     from benchruns import run_suite
     out = tmp_path / "default-scope.json"
+    # A cache folder of this test's own: with Inductor's shared /tmp cache warm (an earlier bench.sh or
+    # run of this test), the timed model's first step loaded its graph and took no longer than a step.
     proc = run_suite(out, "--benchmark-only", "--attn-mode", "compiled", "--attn-rounds", "2",
+                     "--attn-inductor-cache", str(tmp_path / "inductor-cache"),
                      "-k", "native-plain-196-compiled or sdpa_dense_math-compiled",
                      tests=("tests/test_train_step.py", "tests/test_varlen_train_step.py"))
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
@@ -95,10 +98,12 @@ def test_compiled_cells_compile_the_whole_model_by_default_and_varlen_cells_each
     cells = {b["name"]: b["extra_info"] for b in run["benchmarks"]}
     assert set(cells) == {"test_train_step[native-plain-196-compiled]",
                           "test_varlen_train_step[sdpa_dense_math-compiled]"}
-    # The whole timed model compiles in its own first step, and compile_s counts it with the parity model's.
+    # The cell compiles in its first steps, and compile_s counts the parity model's and the timed model's.
+    # Not `first_step_s > median` alone: the smoke model at 196 has the parity model's depth, so the timed
+    # model may reuse the parity model's graph (cold, on CPU: 0.056 s against a 0.0555 s median).
     info = cells["test_train_step[native-plain-196-compiled]"]
-    assert info["first_step_s"] > info["median_ms"] / 1e3 and info["parity_first_step_s"] > 0
-    assert info["compile_cache"] in ("cold", "warm") and info["aot_cache"] in ("miss", "hit")  # no bypass
+    assert info["parity_first_step_s"] + info["first_step_s"] > 2 * info["median_ms"] / 1e3
+    assert info["compile_cache"] == "cold" and info["aot_cache"] == "miss"  # its own cache; no bypass
     first_steps = info["parity_first_step_s"] + info["first_step_s"]
     assert info["compile_s"] == pytest.approx(first_steps - info["median_ms"] / 1e3)
     phases = info["phase_s"]  # where the cell's wall time went
