@@ -20,7 +20,8 @@ The gradients' scale is checked apart (`projection_deviation`, PROJ_FACTOR, PROJ
 <g, g_ref> / <g_ref, g_ref>, whose deviation from 1 must stay within PROJ_FACTOR x bf16 math's + the
 floor; the control "grad 2 % small" must exceed each gradient's limit by CONTROL_MARGIN on some input
 set. The model level checks each block's dW_q, dW_k and dW_v the same way (MODEL_PROJ_FACTOR x the
-correct bf16 runs' deviation + MODEL_PROJ_FLOOR). Failure messages name the worst check.
+correct bf16 runs' deviation + MODEL_PROJ_FLOOR), in the "soft" parity models (PROJ_MODEL_SETS).
+Failure messages name the worst check.
 
 Model level: the first training step of fresh parity models of the cell
 (logits, each block's qkv weight gradient split into its q·k and v parts, and all
@@ -89,6 +90,10 @@ PROJ_FLOOR = 2e-3
 MODEL_PROJ_FACTOR = 2.0
 MODEL_PROJ_FLOOR = 2e-3
 GRAD_SCALE_CONTROL = "grad 2 % small"
+# The parity models whose gradients' scale is checked: in softcap's "wide" model correct bf16 runs
+# deviate by up to 1.2e-2, the size of the error to find, and native compiled on CPU by 6.3e-3 against
+# their 4.9e-3 (0.54 of that limit): the statistic cannot resolve a 2 % error there, "soft" can.
+PROJ_MODEL_SETS = ("soft",)
 # Model level, see the module docstring and `check_model`.
 MODEL_FACTOR = 2.0
 MODEL_FLOOR = 2.0**-10  # a quarter of bf16's unit roundoff, as a relative L2 error
@@ -573,7 +578,7 @@ def check_model(title: str, attention: AttnFn, layout: str, references: list[Mod
             checks.append(TensorCheck(f"{name} ({reference.name})", relative_error(value, reference.ref[name]),
                                       reference.limit(name), reference.baseline(name),
                                       bool(torch.isfinite(value).all()), metric="rel L2"))
-        for name, value in model_projections(out).items():
+        for name, value in model_projections(out).items() if reference.name in PROJ_MODEL_SETS else ():
             checks.append(TensorCheck(f"{name} ({reference.name}) scale",
                                       projection_deviation(value, reference.proj[name]), reference.proj_limit(name),
                                       reference.proj_baseline(name), bool(torch.isfinite(value).all()),
