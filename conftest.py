@@ -62,7 +62,8 @@ def pytest_addoption(parser):
                          "(extra_info.bare_loop_median_ms): checks the instrument, not the order")
     group.addoption("--attn-study", action="store_true",
                     help="after each cell, time the study's own model and loop (attn_bench/study.py) with the "
-                         "cell's attention, in the same process (extra_info.study_median_ms, vs_study_pct)")
+                         "study's attention function for the cell, in the same process (extra_info.study_system, "
+                         "study_median_ms, vs_study_pct; no_yardstick where the study defines none)")
     group.addoption("--attn-slowdown", type=float, default=0.0,
                     help="inject real extra work worth this fraction of each step (gate testing)")
     group.addoption("--attn-compile-scope", default=DEFAULT_COMPILE_SCOPE, choices=COMPILE_SCOPES,

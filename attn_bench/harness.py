@@ -16,7 +16,7 @@ from attn_impls import REGISTRY, AttnFn, AttnImpl, AttnShape, Unsupported, get_i
 from attn_impls.registry import VARIANTS
 from attn_tools.energy import usd_per_million_images
 
-from . import energy, envinfo, kernel_bench, parity
+from . import energy, envinfo, kernel_bench, parity, study
 from .kernel_bench import DIRECTIONS, SyncedRounds
 from .kernels import check_kernels, own_names_visible, profiled_names
 from .model import (
@@ -36,7 +36,6 @@ from .model import (
     synthetic_batch,
     train_step_flops,
 )
-from .study import study_model, study_train_loop
 
 MODES = ("eager", "compiled")
 # rounds, warm-up rounds per profile when the user gives none
@@ -386,22 +385,24 @@ class Suite:
         release_memory(self.device)
         if self.study:
             with clock("study"):
-                info.update(self.study_yardstick(cell, attention, median_s))
+                info.update(self.study_yardstick(cell, median_s))
         info["phase_s"] = clock.as_dict()
         benchmark.extra_info.update(info)
         return info
 
-    def study_yardstick(self, cell: Cell, attention: AttnFn, median_s: float) -> dict:
-        """Time the study's own model and loop (attn_bench.study) with the cell's attention."""
-        cfg = self.config(cell.seq_len)
-        model = study_model(cfg, attention, cell.impl.layout, self.device)
-        images, labels = synthetic_batch(cfg, self.device)
+    def study_yardstick(self, cell: Cell, median_s: float) -> dict:
+        """Time the study's own model and loop (attn_bench.study) with the study's attention function for
+        `cell` (`study.yardstick`), never the cell's own callable. Records `study_system` (None when the
+        study defines none) and either the study's times or `no_yardstick` ("no yardstick: <reason>")."""
+        found = study.yardstick(cell.impl.id, cell.variant, self.device)
+        if found.system is None:
+            return {"study_system": None, "no_yardstick": found.note}
         steps = STEPS_PER_ROUND[self.profile]
-        result = study_train_loop(model, images, labels, self.device, steps=self.rounds * steps,
-                                  compile=cell.mode == "compiled", warmup=max(self.warmup * steps, 5))
-        del model
+        result = study.time_study_system(found.system, self.config(cell.seq_len), cell.mode, self.device,
+                                         steps=self.rounds * steps, warmup=max(self.warmup * steps, 5))
         release_memory(self.device)
         return {
+            "study_system": found.system.name,
             "study_median_ms": result["median_ms"],
             "study_mean_ms": result["mean_ms"],
             "vs_study_pct": (median_s * 1e3 / result["median_ms"] - 1) * 100,

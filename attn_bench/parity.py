@@ -15,6 +15,14 @@ fp32 references (a 2 % scale error; for softcap the plain variant and softcap 20
 for neighborhood the plain variant and radius 4) must exceed the limit by
 CONTROL_MARGIN, or the check is powerless and fails.
 
+The gradients' scale is checked apart (`projection_deviation`, PROJ_FACTOR, PROJ_FLOOR): a gradient
+2 % too small hides inside bf16's noise for the max-abs and rel-L2 rules, not for the projection
+<g, g_ref> / <g_ref, g_ref>, whose deviation from 1 must stay within PROJ_FACTOR x bf16 math's + the
+floor; the control "grad 2 % small" must exceed each gradient's limit by CONTROL_MARGIN on some input
+set. The model level checks each block's dW_q, dW_k and dW_v the same way (MODEL_PROJ_FACTOR x the
+correct bf16 runs' deviation + MODEL_PROJ_FLOOR), in the "soft" parity models (PROJ_MODEL_SETS).
+Failure messages name the worst check.
+
 Model level: the first training step of fresh parity models of the cell
 (logits, each block's qkv weight gradient split into its q·k and v parts, and all
 gradients together; relative L2 error) against native fp32 eager. Parity models
@@ -68,8 +76,24 @@ GRAD_FACTOR = 3.0
 # soft softmax, where a 2 % scale error moves the output (measured in `attention_margins`).
 INPUT_SETS = {"soft": 1.0, "wide": 2.5 * SOFTCAP}
 SCALE_CONTROL = "scale 2 % off"
+GRADS = ("dq", "dk", "dv")
 # A negative control must exceed the check's limit by this factor.
 CONTROL_MARGIN = 1.5
+# Gradients' scale (the projection statistic, `projection_deviation`): a tensor passes when
+#     |<g, g_ref> / <g_ref, g_ref> - 1| <= PROJ_FACTOR * (the same for bf16 math) + PROJ_FLOOR.
+# Max |err| and rel L2 against k x bf16's error cannot resolve a 2 % scale bias inside bf16's noise
+# (issue 27: a dq 2 % too small passed both levels at seq 196 for softcap); bf16 rounding leaves the
+# projection nearly unbiased, a scale error moves it by its full size. PROJ_FLOOR and MODEL_PROJ_FLOOR:
+# see `projection_deviation` for the measured numbers they come from.
+PROJ_FACTOR = 3.0
+PROJ_FLOOR = 2e-3
+MODEL_PROJ_FACTOR = 2.0
+MODEL_PROJ_FLOOR = 2e-3
+GRAD_SCALE_CONTROL = "grad 2 % small"
+# The parity models whose gradients' scale is checked: in softcap's "wide" model correct bf16 runs
+# deviate by up to 1.2e-2, the size of the error to find, and native compiled on CPU by 6.3e-3 against
+# their 4.9e-3 (0.54 of that limit): the statistic cannot resolve a 2 % error there, "soft" can.
+PROJ_MODEL_SETS = ("soft",)
 # Model level, see the module docstring and `check_model`.
 MODEL_FACTOR = 2.0
 MODEL_FLOOR = 2.0**-10  # a quarter of bf16's unit roundoff, as a relative L2 error
@@ -148,9 +172,17 @@ class ParityReport:
         """The largest err / limit of any check (the false-failure margin of a correct run)."""
         return max((c.budget_used for c in self.checks), default=0.0)
 
+    @property
+    def worst(self) -> TensorCheck | None:
+        """The check that used the largest share of its limit."""
+        return max(self.checks, key=lambda c: c.budget_used, default=None)
+
     def summary(self) -> str:
         status = "passed" if self.ok else ("POWERLESS" if self.powerless else "FAILED")
         head = f"parity {status}: {self.title}, max {self.max_budget_used:.2f} of budget"
+        worst = self.worst
+        if worst is not None and not self.ok:
+            head += f"; worst: {worst.name}, {worst.metric} {worst.err:.3e} against limit {worst.limit:.3e}"
         if self.note:
             head += f" ({self.note})"
         return "\n".join([head] + [c.line() for c in self.checks] + [c.line() for c in self.controls])
@@ -188,6 +220,32 @@ def relative_error(tested: torch.Tensor, ref: torch.Tensor) -> float:
     if not bool(torch.isfinite(tested).all()):
         return float("inf")
     return float((tested - ref).norm() / ref.norm())
+
+
+def projection_deviation(tested: torch.Tensor, ref: torch.Tensor) -> float:
+    """|<tested, ref> / <ref, ref> - 1| in float64 (inf when tested is not finite): how far the scale of
+    `tested` along `ref` is from 1. A gradient 2 % too small gives 0.02 whatever its noise; bf16 rounding
+    noise is nearly orthogonal to `ref` and leaves it near 0.
+
+    The floors come from measurement (CPU, smoke profile, seeds 0-2, every variant at 196 and 3136):
+    - attention level (dq, dk, dv; PROJ_FLOOR 2e-3): bf16 math deviates by at most 3.3e-4 on the "soft"
+      input set and by up to 4.6e-2 on "wide", where its bf16 scores are too coarse for a nearly one-hot
+      softmax; the correct kernels that compute in fp32 inside (sdpa_math, sdpa_flash on CPU) by at most
+      7.7e-4 (sdpa_flash, plain 196 wide), 2.6x below the floor. So on "soft" the limit is at most
+      3 x 3.3e-4 + 2e-3 = 3e-3, and a gradient 2 % off uses >= 6.7x of it.
+    - model level (each block's dW_q, dW_k, dW_v; MODEL_PROJ_FLOOR 2e-3): correct bf16 runs (native,
+      sdpa_math, sdpa_flash, native on nudged inputs) deviate alike, by 1e-5 to 3.5e-3 in the "soft"
+      models (mostly the rest of the model's autocast, the same for every kernel) and up to 1.2e-2 in
+      softcap's "wide" one; at some seeds all of them are below 3.2e-4 (plain 3136, seed 2), where the floor
+      leaves a correct kernel room. The soft limit is then at most 2 x 3.5e-3 + 2e-3 = 9e-3: a 2 % error uses
+      >= 2.2x of it.
+    """
+    tested, ref = tested.detach().double(), ref.detach().double()
+    if tested.shape != ref.shape:
+        raise AssertionError(f"shape {tuple(tested.shape)} != reference {tuple(ref.shape)}")
+    if not bool(torch.isfinite(tested).all()):
+        return float("inf")
+    return abs(float((tested * ref).sum() / (ref * ref).sum()) - 1.0)
 
 
 def fp32_floor(ref: torch.Tensor) -> float:
@@ -265,6 +323,8 @@ class AttentionInputs:
     baseline_err: dict[str, float]
     limits: dict[str, float]
     control_errs: dict[str, dict[str, float]]  # control → tensor → max abs error
+    baseline_proj: dict[str, float] = field(default_factory=dict)  # gradient → bf16 math's projection deviation
+    proj_limits: dict[str, float] = field(default_factory=dict)  # gradient → limit of its projection deviation
 
 
 @dataclass
@@ -294,7 +354,10 @@ def attention_reference(variant: str, shape: AttnShape, batch: int, seed: int = 
         for control, fn in control_attentions(variant, shape.seq_len, shape.device).items():
             wrong = run_packed(packed(fn, "bhsd"), qkv.float(), grad_out, backward=True)
             control_errs[control] = {name: max_abs_error(wrong[name], ref[name])[0] for name in ref}
-        inputs[set_name] = AttentionInputs(qkv, grad_out, ref, baseline_err, limits, control_errs)
+        baseline_proj = {name: projection_deviation(base[name], ref[name]) for name in GRADS}
+        proj_limits = {name: PROJ_FACTOR * baseline_proj[name] + PROJ_FLOOR for name in GRADS}
+        inputs[set_name] = AttentionInputs(qkv, grad_out, ref, baseline_err, limits, control_errs,
+                                           baseline_proj, proj_limits)
     return AttentionReference(variant, inputs)
 
 
@@ -306,15 +369,27 @@ def check_attention(title: str, attention: AttnFn, layout: str, reference: Atten
         fn = torch.compile(fn)
     checks = []
     control_budget: dict[str, float] = {}
+    grad_scale_budget: dict[str, float] = {}  # gradient → its best input set's budget for a 2 % scale error
     for set_name, inputs in reference.inputs.items():
         tested = run_packed(fn, inputs.qkv, inputs.grad_out, backward)
         for name, value in tested.items():
             err, worst = max_abs_error(value, inputs.ref[name])
             checks.append(TensorCheck(f"{name} ({set_name})", err, inputs.limits[name], inputs.baseline_err[name],
                                       bool(torch.isfinite(value).all()), where=f" at {list(worst)}"))
+        if backward:
+            for name in GRADS:
+                value = tested[name]
+                checks.append(TensorCheck(f"{name} ({set_name}) scale", projection_deviation(value, inputs.ref[name]),
+                                          inputs.proj_limits[name], inputs.baseline_proj[name],
+                                          bool(torch.isfinite(value).all()), metric="proj dev"))
+            for name in GRADS:
+                grad_scale_budget[name] = max(grad_scale_budget.get(name, 0.0), 0.02 / inputs.proj_limits[name])
         for control, errs in inputs.control_errs.items():
             budget = max(errs[name] / inputs.limits[name] for name in tested)
             control_budget[control] = max(control_budget.get(control, 0.0), budget)
+    if grad_scale_budget:
+        # A gradient 2 % too small deviates by exactly 0.02: some input set must see that in each gradient.
+        control_budget[GRAD_SCALE_CONTROL] = min(grad_scale_budget.values())
     # Forward-only checks (flex on CPU) see no gradients; there the 2 % scale control is
     # reported but does not gate (the output alone showed it at 1.4x the limit, softcap 3136).
     controls = [ControlCheck(name, budget, gating=backward or name != SCALE_CONTROL)
@@ -356,6 +431,18 @@ def model_quantities(out: StepOutputs) -> dict[str, torch.Tensor]:
             quantities[f"{block} dW_qk"] = grad[: 2 * dim]
             quantities[f"{block} dW_v"] = grad[2 * dim:]
     quantities["all grads"] = torch.cat([g.flatten() for _, g in sorted(out.grads.items())])
+    return quantities
+
+
+def model_projections(out: StepOutputs) -> dict[str, torch.Tensor]:
+    """The gradients whose scale the model check tests (`projection_deviation`): each block's q, k and v
+    weight gradient apart, so that one wrong gradient of the attention shows at its full size."""
+    quantities = {}
+    for name, grad in out.grads.items():
+        if name.endswith("qkv.weight"):
+            block = name.removesuffix(".qkv.weight")
+            for part, weight in zip(("dW_q", "dW_k", "dW_v"), grad.chunk(3)):
+                quantities[f"{block} {part}"] = weight
     return quantities
 
 
@@ -404,12 +491,20 @@ class ModelReference:
     labels: torch.Tensor
     ref: dict[str, torch.Tensor]
     baseline_errs: dict[str, dict[str, float]]  # correct bf16 run → quantity → relative error
+    proj: dict[str, torch.Tensor] = field(default_factory=dict)  # fp32 `model_projections`
+    baseline_projs: dict[str, dict[str, float]] = field(default_factory=dict)  # run → gradient → proj dev
 
     def baseline(self, quantity: str) -> float:
         return max(errs[quantity] for errs in self.baseline_errs.values())
 
     def limit(self, quantity: str) -> float:
         return MODEL_FACTOR * self.baseline(quantity) + MODEL_FLOOR
+
+    def proj_baseline(self, gradient: str) -> float:
+        return max(devs[gradient] for devs in self.baseline_projs.values())
+
+    def proj_limit(self, gradient: str) -> float:
+        return MODEL_PROJ_FACTOR * self.proj_baseline(gradient) + MODEL_PROJ_FLOOR
 
 
 def parity_model(cfg: VitConfig, attention: AttnFn, layout: str, device: str, weights: dict,
@@ -451,14 +546,17 @@ def model_references(cfg: VitConfig, variant: str, device: str,
         make_attention_matter(model, images, score_std)
         weights = copy.deepcopy(model.state_dict())
         del model
-        ref = model_quantities(first_step(parity_model(cfg, native, "bhsd", device, weights),
-                                          images, labels, device, autocast=False))
-        baseline_errs = {}
+        ref_out = first_step(parity_model(cfg, native, "bhsd", device, weights), images, labels, device,
+                             autocast=False)
+        ref, proj = model_quantities(ref_out), model_projections(ref_out)
+        baseline_errs, baseline_projs = {}, {}
         for name, (attention, layout, inputs) in runs.items():
             out = first_step(parity_model(cfg, attention, layout, device, weights), inputs, labels, device,
                              autocast=True)
             baseline_errs[name] = {q: relative_error(t, ref[q]) for q, t in model_quantities(out).items()}
-        references.append(ModelReference(set_name, cfg, weights, images, labels, ref, baseline_errs))
+            baseline_projs[name] = {g: projection_deviation(t, proj[g]) for g, t in model_projections(out).items()}
+        references.append(ModelReference(set_name, cfg, weights, images, labels, ref, baseline_errs, proj,
+                                         baseline_projs))
     return references
 
 
@@ -480,6 +578,11 @@ def check_model(title: str, attention: AttnFn, layout: str, references: list[Mod
             checks.append(TensorCheck(f"{name} ({reference.name})", relative_error(value, reference.ref[name]),
                                       reference.limit(name), reference.baseline(name),
                                       bool(torch.isfinite(value).all()), metric="rel L2"))
+        for name, value in model_projections(out).items() if reference.name in PROJ_MODEL_SETS else ():
+            checks.append(TensorCheck(f"{name} ({reference.name}) scale",
+                                      projection_deviation(value, reference.proj[name]), reference.proj_limit(name),
+                                      reference.proj_baseline(name), bool(torch.isfinite(value).all()),
+                                      metric="proj dev"))
     note = "limits from correct bf16 runs: " + ", ".join(references[0].baseline_errs)
     return ParityReport(title, checks, note=note, first_step_s=first_step_s or 0.0)
 

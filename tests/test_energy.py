@@ -14,6 +14,8 @@ from benchruns import ROOT
 from attn_bench import energy
 from attn_bench.energy import EnergyMeter, NvmlCounters, open_counters, reason_names
 from attn_tools.energy import (
+
+pytestmark = pytest.mark.suite
     cell_energy,
     chart_points,
     energy_saved_vs_native,

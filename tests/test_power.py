@@ -38,6 +38,40 @@ def _radius_4(q, k, v, variant, mask, shape):
     return attention_math(q, k, v, variant, neighborhood_mask(shape.seq_len, q.device, radius=NEIGHBORHOOD_RADIUS - 1))
 
 
+def _heads_beyond_the_second_zeroed(q, k, v, variant, mask, shape):
+    out = attention_math(q, k, v, variant, mask)
+    keep = torch.ones(out.shape[1], 1, 1, dtype=out.dtype, device=out.device)
+    keep[2:] = 0  # heads 0 and 1 exact: a 2-head smoke profile could not see this
+    return out * keep
+
+
+def _kv_of_the_next_sample(q, k, v, variant, mask, shape):
+    # each sample attends to the keys and values of another sample of the batch (batch 1 could not see it)
+    return attention_math(q, k.roll(1, dims=0), v.roll(1, dims=0), variant, mask)
+
+
+class _ScaledGradient(torch.autograd.Function):
+    """The identity forward; the backward passes the gradient on scaled by `factor`."""
+
+    @staticmethod
+    def forward(ctx, t, factor):
+        ctx.factor = factor
+        return t.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * ctx.factor, None
+
+
+def _one_gradient_2pct_small(which):
+    """An exact forward whose backward returns `which` (0: dq, 1: dk, 2: dv) 2 % too small."""
+    def body(q, k, v, variant, mask, shape):
+        qkv = [q, k, v]
+        qkv[which] = _ScaledGradient.apply(qkv[which], 0.98)
+        return attention_math(*qkv, variant, mask)
+    return body
+
+
 # name: (variants it is tested on, layout it declares, factory)
 WRONG = {
     "mean_of_v": (("plain",), "bhsd", _wrong(lambda q, k, v, var, m, s: v.mean(-2, keepdim=True).expand_as(v))),
@@ -51,6 +85,10 @@ WRONG = {
     "head_0_zeroed": (("plain",), "bhsd", _wrong(_head_zero_zeroed)),
     # a bhsd kernel declared as bshd: it reads (B, S, H, D) views as (B, H, S, D)
     "layout_mixed_up": (("plain",), "bshd", _wrong(lambda q, k, v, var, m, s: attention_math(q, k, v, var, m))),
+    "heads_beyond_2nd_zeroed": (("plain",), "bhsd", _wrong(_heads_beyond_the_second_zeroed)),
+    "kv_of_next_sample": (VARIANTS, "bhsd", _wrong(_kv_of_the_next_sample)),
+    **{f"{g}_2pct_small": (VARIANTS, "bhsd", _wrong(_one_gradient_2pct_small(i)))
+       for i, g in enumerate(("dq", "dk", "dv"))},
     "heads_rolled_in_kv": (("plain",), "bhsd", _wrong(
         lambda q, k, v, var, m, s: attention_math(q, k.roll(1, dims=1), v.roll(1, dims=1), var, m))),
 }
@@ -106,7 +144,7 @@ def test_no_variant_is_powerless(smoke_suite, kind, length):
     cell = smoke_suite.cell("native", variant, seq_len, "eager")
     report = smoke_suite.attention_parity(cell, cell.impl.factory(variant, smoke_suite.shape(seq_len)))
     print(report.summary())
-    expected = {"plain": 1, "softcap": 3, "neighborhood": 3}[variant]
+    expected = {"plain": 2, "softcap": 4, "neighborhood": 4}[variant]  # the wrong references and a 2 % gradient
     assert len(report.controls) == expected and not report.powerless, report.summary()
 
 
@@ -122,8 +160,12 @@ def test_correct_attention_passes(smoke_suite, impl_id, kind, length, how):
     impl, variant, seq_len = REGISTRY[impl_id], kind, length
     cell = Cell(impl, variant, seq_len, how)
     attention = impl.factory(variant, smoke_suite.shape(seq_len))
+    reports = [smoke_suite.attention_parity(cell, attention)]
     if impl.cpu_backward:
-        model = smoke_suite.model_parity_once(cell, attention)
-        assert model.ok, model.summary()
-    kernel = smoke_suite.attention_parity(cell, attention)
-    assert kernel.ok, kernel.summary()
+        reports.append(smoke_suite.model_parity_once(cell, attention))
+    for report in reports:
+        print(report.summary())
+        assert report.ok, report.summary()
+        # correct kernels keep their margin on the gradients' scale
+        assert max((c.budget_used for c in report.checks if c.metric == "proj dev"), default=0.0) <= 0.5, \
+            report.summary()
