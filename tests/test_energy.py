@@ -14,8 +14,6 @@ from benchruns import ROOT
 from attn_bench import energy
 from attn_bench.energy import EnergyMeter, NvmlCounters, open_counters, reason_names
 from attn_tools.energy import (
-
-pytestmark = pytest.mark.suite
     cell_energy,
     chart_points,
     energy_saved_vs_native,
@@ -23,6 +21,8 @@ pytestmark = pytest.mark.suite
     usd_per_million_images,
     write_energy_chart,
 )
+
+pytestmark = pytest.mark.suite
 
 UUID_0, UUID_1 = "GPU-00000000-aaaa", "GPU-11111111-bbbb"
 BUS_0, BUS_1 = "00000000:1b:00.0", "00000000:3b:00.0"
