@@ -377,7 +377,7 @@ def pytest_benchmark_update_json(config, benchmarks, output_json):
         "skipped": config._attn_skipped,
         "failed": config._attn_failed,
         "shard": getattr(config, "_attn_shard", None),
-        "env_set": os.environ.get("ATTN_ENV_SET"),  # set by noxfile.py's bench sessions
+        "env_set": os.environ.get("ATTN_ENV_SET"),  # set by noxfile.py's bench(SET)
     }
 
 

@@ -1,11 +1,11 @@
-"""Environment sets as nox sessions: one virtual environment per set of attention libraries.
+"""Environment sets for nox: one virtual environment per set of attention libraries.
 
-    nox -l                                   # the sessions
+    nox -l                                   # bench(SET) for each set, matrix, merge
     nox                                      # the default: bench(torch), the host's torch only
     nox -s "bench(fa4)" -- --attn-seq-len 196 --attn-shard 1/2
     nox -s matrix -- --attn-mode eager       # every set on this host, then one merged run
 
-Each `bench(SET)` session creates its own environment with the host's site-packages visible
+Each `bench(SET)` creates its own environment with the host's site-packages visible
 (`--system-site-packages`: the host's CUDA build of torch, which is machine-specific, is used as
 it is and never reinstalled), installs the suite and the set's libraries
 (`attn_tools/envsets.py` declares them), and runs the set's implementations through the
@@ -17,10 +17,10 @@ arguments after `--` passed to pytest. It writes `out/sets/SET.json` (or `$ATTN_
 Why nox: the sets differ in how they install (a source build against the host's torch, a
 wheel that pins an older torch and needs `--no-deps`, a locally built wheel, an extra
 LD_LIBRARY_PATH), which is Python code here rather than tox's ini options and conditionals;
-parametrized sessions give one named environment per set with one definition; `session.notify`
-chains the sets and the merge into one command; and `--no-venv` runs a session in an existing
-environment. A uv-only setup (`uv venv` + `uv pip`) creates environments quickly but has no
-sessions to name, list or chain: it would need this file's logic as a script anyway. nox can
+parametrization gives one named environment per set with one definition; `session.notify`
+chains the sets and the merge into one command; and `--no-venv` runs a set in an existing
+environment. A uv-only setup (`uv venv` + `uv pip`) creates environments quickly but has nothing
+to name, list or chain: it would need this file's logic as a script anyway. nox can
 still use uv as its backend (`nox -db uv`).
 """
 from __future__ import annotations

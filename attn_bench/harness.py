@@ -43,7 +43,7 @@ DEFAULT_ROUNDS = {"full": (10, 2), "smoke": (3, 1)}
 PARITY_DEPTH = 2  # blocks in the model-level parity check (see Suite.parity_config)
 # Training steps per timed round, synchronized once at the round's end: the study's loop
 # never synchronizes, so the device never idles between steps; one sync per step made the
-# suite 0.2-2.7 % slower than the study's code on the H200 (results/h200/2026-12-01/).
+# suite 0.2-2.7 % slower than the study's code on the H200 (2026-12-01).
 # pytest-benchmark records the round's time divided by this (its `iterations`).
 STEPS_PER_ROUND = {"full": 3, "smoke": 1}
 # --attn-slowdown: rounds per measurement and most re-sizings of the injected work (slowed_down)
@@ -119,7 +119,7 @@ class Suite:
     compile_scope: str = DEFAULT_COMPILE_SCOPE  # model.COMPILE_SCOPES
     inductor_cache: str | None = None  # use_inductor_cache's root; None: Inductor's default folder
     price_per_gpu_hour: float | None = None  # $; training and inference cells then record usd_per_million_images
-    # Measured once per session by the first attention-kernel cell on CUDA (`matmul_peak`).
+    # Measured once per run by the first attention-kernel cell on CUDA (`matmul_peak`).
     matmul_peak_tflops: float | None = None
     _attention_parity: dict = field(default_factory=dict)
     _model_parity: dict = field(default_factory=dict)
@@ -247,7 +247,7 @@ class Suite:
         return impl.backward and (self.device != "cpu" or impl.cpu_backward)
 
     def matmul_peak(self) -> float:
-        """The GPU's bf16 dense matmul TFLOP/s, measured on the first call of the session (CUDA only)."""
+        """The GPU's bf16 dense matmul TFLOP/s, measured on the first call of the run (CUDA only)."""
         if self.matmul_peak_tflops is None:
             self.matmul_peak_tflops, _ = kernel_bench.matmul_peak_tflops(self.device)
             release_memory(self.device)
@@ -481,7 +481,7 @@ class Suite:
         compiled cells) with pytest-benchmark, in rounds of calls lasting at least
         `kernel_bench.ROUND_TARGET_S` with one synchronize each, at float32 matmul precision
         "high" as in a training step. On CUDA also a bare median of the same call
-        (`kernel_bench.bare_median_ms`) and the session's matmul peak (`matmul_peak`).
+        (`kernel_bench.bare_median_ms`) and the run's matmul peak (`matmul_peak`).
 
         Raises CellFailure and CellSkip as `run_cell` does.
         """
@@ -648,7 +648,7 @@ def use_inductor_cache(root: str | None, impl_id: str) -> None:
     One folder per implementation because Inductor's cache keys omit SDPA's backend selection
     when it is made outside the compiled code (pytorch/pytorch#185449): on the H200 a process
     that pinned cuDNN that way ran FlashAttention's graph, which another process had cached
-    (results/h200/2026-12-01/session9/). The suite's adapters pin inside, where the backend is
+    (H200, 2026-12-01). The suite's adapters pin inside, where the backend is
     part of the key; separate folders make sure no adapter can be served another's graph.
     Triton's cache is keyed by the kernel's source and target, so it is shared. Call before the
     cell compiles anything: Inductor reads these variables at each use.
@@ -730,7 +730,7 @@ def slowed_down(fn, calls: int, fraction: float, device: str) -> tuple[Callable,
     ending with one synchronize, as the cell is timed: the spin is scaled until the measured
     slowdown is within a tenth of the target (at most CALIBRATION_PASSES passes). Sized open loop
     from the spin's clock rate alone, a nominal +5 % measured +3.2 % to +7.1 % on the H200
-    (results/h200/gate/), because launches and spins overlap differently in each cell.
+    (H200 gate runs of 2026-12-01), because launches and spins overlap differently in each cell.
 
     Returns the slowed callable and the fields for extra_info: the target and the measured
     extra ms per call, and the measured ms per call without it.

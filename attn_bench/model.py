@@ -86,7 +86,7 @@ class AttentionBlock(nn.Module):
         qkv_bs3hd = self.qkv(self.norm1(x_in)).reshape(B, S, 3, self.heads, C // self.heads)
         x = merge_heads(self.attention(*split_qkv(qkv_bs3hd, self.layout)), self.layout)
         # In the study's order: `x = x_in + self.proj(x)` made eager H200 steps 2-14 % slower
-        # (results/h200/2026-12-01/README.md, "The study's step"; cause not isolated).
+        # (H200, 2026-12-01; docs/findings.md; cause not isolated).
         x = self.proj(x) + x_in
         return x + self.mlp(self.norm2(x))
 
@@ -237,7 +237,7 @@ class InferStep:
 # How compiled cells compile the model: "model" (the whole model, as the study's code does; the
 # default) or "block" (regional: one graph for the repeated block, reused by all). For sdpa_math at
 # seq 3136 regional compilation recomputes the softmax in the backward: 89.14 ms against the study's
-# 77.82 on the H200, while the whole model measured 79.01 against 77.77 (results/h200/2026-12-01).
+# 77.82 on the H200, while the whole model measured 79.01 against 77.77 (H200, 2026-12-01).
 COMPILE_SCOPES = ("model", "block")
 DEFAULT_COMPILE_SCOPE = "model"
 
