@@ -236,7 +236,8 @@ def test_attention_cell_without_backward_runs_forward_only(suite):
         suite.attention_cell("flex", "plain", 196, "eager", "fwd_bwd")
     info = suite.run_attention_cell(suite.attention_cell("flex", "plain", 196, "eager", "fwd"), FakeBenchmark())
     assert info["parity"]["ok"] and info["kernel"] == "flex's kernel (unnamed on this device)"
-    assert "tflops_effective" not in info and info["flops"] == 4 * 4 * 2 * 196**2 * 64
+    smoke = suite.config(196)  # forward FLOPs 4·B·H·S²·D of the smoke shape
+    assert "tflops_effective" not in info and info["flops"] == 4 * smoke.batch * smoke.heads * 196**2 * smoke.head_dim
     assert {"parity", "first_step", "timed", "total"} <= set(info["phase_s"])
 
 
