@@ -52,7 +52,8 @@ class RoundTimer:
             return SyncedRounds(work, self.device, calls)
 
         bare_before = bare_round_ms(rounds(), calls, self.rounds // 2) if self.bare_loop else []
-        meter = self._pedantic(rounds(), calls, benchmark, group, images_per_call)
+        meter = self._meter(calls, benchmark, group, images_per_call)
+        self._pedantic(meter, rounds(), calls, benchmark)
         synchronize(self.device)  # pytest-benchmark makes one more call after looped rounds
         timing = {"peak_gib": peak_gib(self.device), **injected}
         if not benchmark.disabled:
@@ -75,8 +76,9 @@ class RoundTimer:
         if self.bare_loop:
             with clock("bare_loop"):
                 bare_before = bare_round_ms(target, steps, self.rounds // 2)
+        meter = self._meter(steps, benchmark, group, images_per_step)
         with clock("timed"):
-            meter = self._pedantic(target, steps, benchmark, group, images_per_step)
+            self._pedantic(meter, target, steps, benchmark)
         # The bare rounds come half before and half after the timed ones, so that an order
         # effect shows as a difference between the halves rather than as an instrument bias.
         if self.bare_loop:
@@ -89,14 +91,17 @@ class RoundTimer:
                 timing.update(bare_loop_fields(bare_before, bare_after))
         return timing
 
-    def _pedantic(self, rounds, calls: int, benchmark, group: str, images_per_call: int) -> energy.EnergyMeter:
-        """The timed rounds themselves, from fresh peak-memory statistics; returns their energy meter."""
+    def _meter(self, calls: int, benchmark, group: str, images_per_call: int) -> energy.EnergyMeter:
+        """Ready the timed rounds: fresh peak-memory statistics, the benchmark's group, and the
+        energy meter of `calls` calls a round, `images_per_call` images a call."""
         if self.device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats(self.device)
         benchmark.group = group
-        meter = energy.meter(self.device, self.warmup, self.rounds, calls, images_per_call)
+        return energy.meter(self.device, self.warmup, self.rounds, calls, images_per_call)
+
+    def _pedantic(self, meter: energy.EnergyMeter, rounds, calls: int, benchmark) -> None:
+        """The warm-up and timed rounds themselves, each of `calls` calls of `rounds`, metered."""
         benchmark.pedantic(meter.wrap(rounds), rounds=self.rounds, warmup_rounds=self.warmup, iterations=calls)
-        return meter
 
 
 def bare_round_ms(step, steps: int, rounds: int) -> list[float]:
