@@ -1,10 +1,14 @@
-"""One benchmark cell, end to end: skip reasons, parity gate, kernel check, timing, record."""
+"""The cells and the Suite that runs them: the run's settings, the matrix of cells (`Cell`), the
+parity cache, and each test kind's cell flow, which reads as one short sequence: reset, parity,
+build, first call, time, record.
+
+Its parts live in their own modules: cell isolation (`isolation`), the round timer (`timer`) and
+what a cell records (`record`).
+"""
 from __future__ import annotations
 
 import dataclasses
-import gc
-import os
-import statistics
+import math
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -14,9 +18,9 @@ import torch
 
 from attn_impls import REGISTRY, AttnFn, AttnImpl, AttnShape, Unsupported, get_impl
 from attn_impls.registry import VARIANTS
-from attn_tools.energy import usd_per_million_images
 
-from . import energy, envinfo, kernel_bench, parity, study
+from . import kernel_bench, parity, record, study
+from .isolation import compile_cache_fields, fresh_cell_state, memory_summary, release_memory, use_inductor_cache
 from .kernel_bench import DIRECTIONS, SyncedRounds
 from .kernels import check_kernels, own_names_visible, profiled_names
 from .model import (
@@ -32,22 +36,15 @@ from .model import (
     float32_matmul_precision,
     forward_flops,
     get_config,
-    synchronize,
     synthetic_batch,
     train_step_flops,
 )
+from .timer import STEPS_PER_ROUND, RoundTimer
 
 MODES = ("eager", "compiled")
 # rounds, warm-up rounds per profile when the user gives none
 DEFAULT_ROUNDS = {"full": (10, 2), "smoke": (3, 1)}
 PARITY_DEPTH = 2  # blocks in the model-level parity check (see Suite.parity_config)
-# Training steps per timed round, synchronized once at the round's end: the study's loop
-# never synchronizes, so the device never idles between steps; one sync per step made the
-# suite 0.2-2.7 % slower than the study's code on the H200 (2026-12-01).
-# pytest-benchmark records the round's time divided by this (its `iterations`).
-STEPS_PER_ROUND = {"full": 3, "smoke": 1}
-# --attn-slowdown: rounds per measurement and most re-sizings of the injected work (slowed_down)
-CALIBRATION_ROUNDS, CALIBRATION_PASSES = 5, 4
 
 
 class PhaseClock:
@@ -107,7 +104,9 @@ class Cell:
 
 @dataclass
 class Suite:
-    """Session-wide settings and caches shared by the cells of one pytest run."""
+    """The settings and caches shared by the cells of one pytest run: the matrix of cells
+    (`cell`, `attention_cell`), the parity cache, the timed models, and each test kind's cell flow
+    (`run_cell`, `run_infer_cell`, `run_attention_cell`)."""
 
     profile: str
     device: str
@@ -124,10 +123,13 @@ class Suite:
     _attention_parity: dict = field(default_factory=dict)
     _model_parity: dict = field(default_factory=dict)
 
+    # --- the matrix of cells ------------------------------------------------------
     def config(self, seq_len: int) -> VitConfig:
+        """The model config of this run's profile at `seq_len`."""
         return get_config(self.profile, seq_len)
 
     def shape(self, seq_len: int) -> AttnShape:
+        """The attention shape the adapters' factories take at `seq_len` on this run's device."""
         cfg = self.config(seq_len)
         return AttnShape(cfg.heads, cfg.head_dim, seq_len, self.device)
 
@@ -154,7 +156,12 @@ class Suite:
         cell = self.cell(impl_id, variant, seq_len, mode, backward=direction == "fwd_bwd")
         return dataclasses.replace(cell, direction=direction)
 
-    # --- parity -----------------------------------------------------------------
+    @property
+    def timer(self) -> RoundTimer:
+        """The round timer of this run's settings (rounds, warm-up, --attn-slowdown, --attn-bare-loop)."""
+        return RoundTimer(self.device, self.rounds, self.warmup, self.slowdown, self.bare_loop)
+
+    # --- the parity cache -------------------------------------------------------------
     def attention_parity(self, cell: Cell, attention: AttnFn) -> parity.ParityReport:
         """Parity of `attention` (the cell's callable) on the block's packed-qkv path, compiled
         in compiled cells, against the fp32 reference (memoized per impl, variant, seq_len, mode)."""
@@ -253,7 +260,7 @@ class Suite:
             release_memory(self.device)
         return self.matmul_peak_tflops
 
-    # --- building and running ---------------------------------------------------
+    # --- the timed models ---------------------------------------------------------
     def new_model(self, cell: Cell, attention: AttnFn):
         """A fresh full ViT of `cell` (timm's init) with the cell's `attention`, compiled with the
         suite's `compile_scope` in compiled cells, and the cell's synthetic batch: (model, images, labels)."""
@@ -272,6 +279,12 @@ class Suite:
         model, images, labels = self.new_model(cell, attention)
         return TrainStep(model, images, labels, self.device)
 
+    def new_infer_step(self, cell: Cell, attention: AttnFn) -> InferStep:
+        """A fresh inference forward of `cell`'s full ViT (timm's init) on the training batch."""
+        model, images, _ = self.new_model(cell, attention)
+        return InferStep(model, images, self.device)
+
+    # --- the cell flows -----------------------------------------------------------
     def run_cell(self, cell: Cell, benchmark) -> dict:
         """Parity gate, kernel check, then time `cell` with pytest-benchmark.
 
@@ -280,11 +293,6 @@ class Suite:
         Raises CellSkip when the library refuses the inputs (adapters raise Unsupported).
         """
         return self._guarded(cell, self._run_cell, benchmark)
-
-    def _guarded(self, cell: Cell, run, benchmark) -> dict:
-        """`run(cell, benchmark)`, with Unsupported as CellSkip and out of memory as CellFailure."""
-        return guarded(cell.name, self.device, lambda: run(cell, benchmark))
-
 
     def _run_cell(self, cell: Cell, benchmark) -> dict:
         clock = PhaseClock()
@@ -311,84 +319,35 @@ class Suite:
 
         steps = STEPS_PER_ROUND[self.profile]
         step.sync_every = steps
-        target, injected = step, {"injected_slowdown_ms": 0.0}
-        if self.slowdown:
-            with clock("slowdown_sizing"):
-                target, injected = slowed_down(step, steps, self.slowdown, self.device)
-        bare_before, bare_after = [], []
-        if self.bare_loop:
-            with clock("bare_loop"):
-                bare_before = bare_round_ms(target, steps, self.rounds // 2)
-
-        if self.device.startswith("cuda"):
-            torch.cuda.reset_peak_memory_stats(self.device)
-        benchmark.group = f"{cell.seq_len}-{cell.mode}"
-        meter = energy.meter(self.device, self.warmup, self.rounds, steps, cfg.batch)
-        with clock("timed"):
-            benchmark.pedantic(meter.wrap(target), rounds=self.rounds, warmup_rounds=self.warmup, iterations=steps)
-        # The bare rounds come half before and half after the timed ones, so that an order
-        # effect shows as a difference between the halves rather than as an instrument bias.
-        if self.bare_loop:
-            with clock("bare_loop"):
-                bare_after = bare_round_ms(target, steps, self.rounds - self.rounds // 2)
-        loss = float(step.last_loss)
-        if loss != loss:
+        timing = self.timer.time_steps(step, steps, benchmark, f"{cell.seq_len}-{cell.mode}", cfg.batch, clock)
+        if math.isnan(float(step.last_loss)):
             raise CellFailure(f"{cell.name}: loss became NaN during timing")
 
+        flops = train_step_flops(cfg)
         info = {
-            "impl": cell.impl.id,
-            "library": cell.impl.library,
-            "variant": cell.variant,
-            "seq_len": cell.seq_len,
-            "mode": cell.mode,
-            "profile": self.profile,
-            "device": self.device,
-            "batch": cfg.batch,
-            "depth": cfg.depth,
-            "heads": cfg.heads,
-            "head_dim": cfg.head_dim,
-            "peak_gib": peak_gib(self.device),
+            **record.cell_fields(cell, self.profile, self.device, cfg, depth=True),
             "parity_first_step_s": model_report.first_step_s,
             "first_step_s": first_step_s,
-            **caches,
-            "graph_breaks": sum(torch._dynamo.utils.counters["graph_break"].values()),
-            "model_flops": train_step_flops(cfg),
-            **kernels.as_dict(),
-            "parity": report.as_dict(),
-            "model_parity": model_report.as_dict(),
-            "numerics": envinfo.numerics(step.precision),
-            **injected,
+            "model_flops": flops,
+            **record.check_fields(caches, kernels, report, step.precision, model_report),
+            **timing,
         }
         if benchmark.disabled:  # --benchmark-disable: every check ran, nothing was timed
-            info["phase_s"] = clock.as_dict()
-            benchmark.extra_info.update(info)
-            return info
+            return record.finish(benchmark, info, clock)
         median_s = benchmark.stats.stats.median
-        info.update({
-            "median_ms": median_s * 1e3,
-            "images_per_s": cfg.batch / median_s,
-            # The same definition in every mode and compile scope: what the first steps of the
-            # parity model and of the timed model cost beyond a timed step (compilation,
-            # autotuning, JIT in either); compile_cache says whether Inductor's on-disk cache
-            # was cold or warm.
-            "compile_s": model_report.first_step_s + first_step_s - median_s,
-            "tflops": train_step_flops(cfg) / median_s / 1e12,
-            **meter.fields(),
-            **self._cost_fields(median_s, cfg.batch),
-        })
-        if self.bare_loop:
-            info.update(bare_loop_median_ms=statistics.median(bare_before + bare_after),
-                        bare_loop_before_ms=statistics.median(bare_before or bare_after),
-                        bare_loop_after_ms=statistics.median(bare_after))
+        # The same definition in every mode and compile scope: what the first steps of the
+        # parity model and of the timed model cost beyond a timed step (compilation,
+        # autotuning, JIT in either); compile_cache says whether Inductor's on-disk cache
+        # was cold or warm.
+        compile_s = model_report.first_step_s + first_step_s - median_s
+        info.update(record.step_results(median_s, cfg.batch, flops, compile_s, self.price_per_gpu_hour))
         info["steps_per_round"] = steps
-        del step, target
+        del step
         release_memory(self.device)
         if self.study:
             with clock("study"):
                 info.update(self.study_yardstick(cell, median_s))
-        info["phase_s"] = clock.as_dict()
-        benchmark.extra_info.update(info)
-        return info
+        return record.finish(benchmark, info, clock)
 
     def study_yardstick(self, cell: Cell, median_s: float) -> dict:
         """Time the study's own model and loop (attn_bench.study) with the study's attention function for
@@ -407,12 +366,6 @@ class Suite:
             "study_mean_ms": result["mean_ms"],
             "vs_study_pct": (median_s * 1e3 / result["median_ms"] - 1) * 100,
         }
-
-    # --- inference and attention-kernel cells ----------------------------------
-    def new_infer_step(self, cell: Cell, attention: AttnFn) -> InferStep:
-        """A fresh inference forward of `cell`'s full ViT (timm's init) on the training batch."""
-        model, images, _ = self.new_model(cell, attention)
-        return InferStep(model, images, self.device)
 
     def run_infer_cell(self, cell: Cell, benchmark) -> dict:
         """Parity gate (`infer_model_parity`, `attention_parity`), kernel check (forward),
@@ -443,36 +396,24 @@ class Suite:
                 cell, step, backward=False, own_visible=own_names_visible(cell.impl, self.device))
         steps = STEPS_PER_ROUND[self.profile]
         with clock("timed"):
-            timing = self._time_rounds(step, steps, benchmark, f"infer-{cell.seq_len}-{cell.mode}", cfg.batch)
+            timing = self.timer.time_calls(step, steps, benchmark, f"infer-{cell.seq_len}-{cell.mode}", cfg.batch)
         if not bool(torch.isfinite(step.last_logits).all()):
             raise CellFailure(f"{cell.name}: logits became NaN or inf during timing")
 
+        flops = forward_flops(cfg)
         info = {
-            **self._cell_fields(cell),
-            "depth": cfg.depth,
+            **record.cell_fields(cell, self.profile, self.device, cfg, depth=True),
             "first_step_s": first_step_s,
-            **caches,
-            "graph_breaks": sum(torch._dynamo.utils.counters["graph_break"].values()),
-            "model_flops": forward_flops(cfg),
-            **kernels.as_dict(),
-            "parity": report.as_dict(),
-            "model_parity": model_report.as_dict(),
-            "numerics": envinfo.numerics(step.precision),
+            "model_flops": flops,
+            **record.check_fields(caches, kernels, report, step.precision, model_report),
             **timing,
             "steps_per_round": steps,
         }
         if not benchmark.disabled:
             median_s = benchmark.stats.stats.median
-            info.update({
-                "median_ms": median_s * 1e3,
-                "images_per_s": cfg.batch / median_s,
-                "compile_s": first_step_s - median_s,
-                "tflops": forward_flops(cfg) / median_s / 1e12,
-                **self._cost_fields(median_s, cfg.batch),
-            })
-        info["phase_s"] = clock.as_dict()
-        benchmark.extra_info.update(info)
-        return info
+            info.update(record.step_results(median_s, cfg.batch, flops, first_step_s - median_s,
+                                            self.price_per_gpu_hour))
+        return record.finish(benchmark, info, clock)
 
     def run_attention_cell(self, cell: Cell, benchmark) -> dict:
         """Attention parity (the memoized `attention_parity` of the training cells), kernel
@@ -508,7 +449,7 @@ class Suite:
             calls = kernel_bench.size_rounds(call, self.device)
             group = f"attention-{cell.seq_len}-{cell.mode}-{cell.direction}"
             with clock("timed"):
-                timing = self._time_rounds(call, calls, benchmark, group, cfg.batch)
+                timing = self.timer.time_calls(call, calls, benchmark, group, cfg.batch)
             if not bool(torch.isfinite(call.last_out).all()):
                 raise CellFailure(f"{cell.name}: output became NaN or inf during timing")
             if cuda and not benchmark.disabled:
@@ -519,15 +460,11 @@ class Suite:
 
         flops = kernel_bench.attention_flops(cfg.batch, cfg.heads, cell.seq_len, cfg.head_dim, cell.direction)
         info = {
-            **self._cell_fields(cell),
+            **record.cell_fields(cell, self.profile, self.device, cfg),
             "direction": cell.direction,
             "first_call_s": first_call_s,
-            **caches,
-            "graph_breaks": sum(torch._dynamo.utils.counters["graph_break"].values()),
             "flops": flops,
-            **kernels.as_dict(),
-            "parity": report.as_dict(),
-            "numerics": envinfo.numerics(TIMED_MATMUL_PRECISION),
+            **record.check_fields(caches, kernels, report, TIMED_MATMUL_PRECISION),
             **timing,
             "calls_per_round": calls,
         }
@@ -535,31 +472,15 @@ class Suite:
             info["tile_density"] = kernel_bench.neighborhood_tile_density(cell.seq_len)
         if not benchmark.disabled:
             median_s = benchmark.stats.stats.median
-            tflops = flops / median_s / 1e12
-            info.update(median_ms=median_s * 1e3, tflops=tflops, compile_s=first_call_s - median_s)
-            if cell.variant == "neighborhood":
-                info["tflops_effective"] = tflops * info["tile_density"]
+            info.update(record.attention_results(median_s, flops, first_call_s, info.get("tile_density")))
             if bare:
-                bare_ms, instrument = bare
-                info.update({
-                    "do_bench_ms": bare_ms,
-                    "do_bench_instrument": instrument,
-                    "vs_do_bench_pct": (median_s * 1e3 / bare_ms - 1) * 100,
-                    "host_ms": host_ms,
-                    "device_ms": device_ms,
-                    "tflops_device": flops / device_ms / 1e9 if device_ms else None,
-                    "pct_of_matmul_peak": tflops / self.matmul_peak() * 100,
-                })
-        info["phase_s"] = clock.as_dict()
-        benchmark.extra_info.update(info)
-        return info
+                info.update(record.do_bench_fields(median_s, flops, bare, host_ms, device_ms, self.matmul_peak()))
+        return record.finish(benchmark, info, clock)
 
-    def _cell_fields(self, cell: Cell) -> dict:
-        """The fields that name a cell and its shape in extra_info."""
-        cfg = self.config(cell.seq_len)
-        return {"impl": cell.impl.id, "library": cell.impl.library, "variant": cell.variant,
-                "seq_len": cell.seq_len, "mode": cell.mode, "profile": self.profile, "device": self.device,
-                "batch": cfg.batch, "heads": cfg.heads, "head_dim": cfg.head_dim}
+    # --- the flows' shared steps --------------------------------------------------
+    def _guarded(self, cell: Cell, run, benchmark) -> dict:
+        """`run(cell, benchmark)`, with Unsupported as CellSkip and out of memory as CellFailure."""
+        return guarded(cell.name, self.device, lambda: run(cell, benchmark))
 
     def _first_call_and_kernels(self, cell: Cell, fn, backward: bool, own_visible: bool):
         """Time `fn`'s first call (compilation included in compiled cells), read the compile caches'
@@ -574,45 +495,6 @@ class Suite:
             raise CellFailure(kernels.explain())
         return first_s, caches, kernels
 
-    def _cost_fields(self, median_s: float, images_per_step: int) -> dict:
-        """{"usd_per_million_images": ...} at the suite's price per GPU-hour; {} without one."""
-        if self.price_per_gpu_hour is None:
-            return {}
-        return {"usd_per_million_images": usd_per_million_images(self.price_per_gpu_hour, median_s, images_per_step)}
-
-    def _time_rounds(self, fn, calls: int, benchmark, group: str, images_per_call: int) -> dict:
-        """Time `fn` with `benchmark.pedantic` in rounds of `calls` calls ending with one
-        synchronize, after `self.warmup` such rounds; returns the timing fields of extra_info,
-        the energy over the timed rounds (`energy.EnergyMeter`, `images_per_call` images a call) included.
-
-        With --attn-slowdown, `fn` is followed by the injected work and synchronized every call;
-        with --attn-bare-loop, the same rounds are also timed by a bare perf_counter loop, half
-        before and half after the timed ones (as in training cells).
-        """
-        work, injected = fn, {"injected_slowdown_ms": 0.0}
-        if self.slowdown:
-            work, injected = slowed_down(fn, calls, self.slowdown, self.device)
-
-        def rounds():  # a fresh count per phase: each phase's first round starts aligned
-            return SyncedRounds(work, self.device, calls)
-
-        bare_before = bare_round_ms(rounds(), calls, self.rounds // 2) if self.bare_loop else []
-        if self.device.startswith("cuda"):
-            torch.cuda.reset_peak_memory_stats(self.device)
-        benchmark.group = group
-        meter = energy.meter(self.device, self.warmup, self.rounds, calls, images_per_call)
-        benchmark.pedantic(meter.wrap(rounds()), rounds=self.rounds, warmup_rounds=self.warmup, iterations=calls)
-        synchronize(self.device)  # pytest-benchmark makes one more call after looped rounds
-        timing = {"peak_gib": peak_gib(self.device), **injected}
-        if not benchmark.disabled:
-            timing.update(meter.fields())
-        if self.bare_loop:
-            bare_after = bare_round_ms(rounds(), calls, self.rounds - self.rounds // 2)
-            timing.update(bare_loop_median_ms=statistics.median(bare_before + bare_after),
-                          bare_loop_before_ms=statistics.median(bare_before or bare_after),
-                          bare_loop_after_ms=statistics.median(bare_after))
-        return timing
-
 
 # Parity references by everything they depend on (kind, variant, shape or parity config, batch, device,
 # the correct runs), shared by every Suite, implementation and mode of the process: the fp32 results,
@@ -625,38 +507,6 @@ def once_per_process(key: tuple, compute: Callable[[], object]):
     if key not in _REFERENCES:
         _REFERENCES[key] = compute()
     return _REFERENCES[key]
-
-
-def fresh_cell_state(device: str) -> None:
-    """Forget the previous cell's compiled graphs and counters; free its memory.
-
-    The collection here covers every object; what survives it outlives the cell, so it is
-    frozen (`gc.freeze`) and the cell's own collections (`release_memory`) scan only what the
-    cell creates: about 0.2 s less each (torch's ~500k objects), several times a cell.
-    The next cell unfreezes it again, so nothing escapes collection for longer than a cell.
-    """
-    torch._dynamo.reset()
-    torch._dynamo.utils.counters.clear()  # reset() keeps them: graph breaks are per cell
-    gc.unfreeze()
-    release_memory(device)
-    gc.freeze()
-
-
-def use_inductor_cache(root: str | None, impl_id: str) -> None:
-    """Point Inductor's on-disk caches at ROOT/<impl_id>, and Triton's at ROOT/triton; nothing if root is None.
-
-    One folder per implementation because Inductor's cache keys omit SDPA's backend selection
-    when it is made outside the compiled code (pytorch/pytorch#185449): on the H200 a process
-    that pinned cuDNN that way ran FlashAttention's graph, which another process had cached
-    (H200, 2026-12-01). The suite's adapters pin inside, where the backend is
-    part of the key; separate folders make sure no adapter can be served another's graph.
-    Triton's cache is keyed by the kernel's source and target, so it is shared. Call before the
-    cell compiles anything: Inductor reads these variables at each use.
-    """
-    if root is None:
-        return
-    os.environ["TORCHINDUCTOR_CACHE_DIR"] = os.path.abspath(os.path.join(root, impl_id))
-    os.environ.setdefault("TRITON_CACHE_DIR", os.path.abspath(os.path.join(root, "triton")))
 
 
 def guarded(name: str, device: str, run):
@@ -682,117 +532,11 @@ def require(report: parity.ParityReport) -> None:
         raise CellFailure(report.summary())
 
 
-def inductor_cache_state() -> str:
-    """'cold', 'warm' or 'mixed' from Inductor's FX-graph cache counters; 'none' if nothing compiled."""
-    counters = torch._dynamo.utils.counters["inductor"]
-    hits, misses = counters.get("fxgraph_cache_hit", 0), counters.get("fxgraph_cache_miss", 0)
-    if not hits and not misses:
-        return "none"
-    return "mixed" if hits and misses else ("warm" if hits else "cold")
-
-
-def compile_cache_fields() -> dict[str, str]:
-    """A cell's record of the compile caches after its first step: `compile_cache` (Inductor's) and
-    `aot_cache` (AOTAutograd's)."""
-    return {"compile_cache": inductor_cache_state(), "aot_cache": aot_cache_state()}
-
-
-def aot_cache_state() -> str:
-    """'hit', 'miss' or 'bypass' from AOTAutograd's cache counters, 'mixed' if graphs differed, 'none'
-    if nothing compiled. 'bypass' means it refused to cache a graph: each process traces its forward
-    and backward again, even when Inductor's cache (`inductor_cache_state`) serves the compiled code."""
-    counters = torch._dynamo.utils.counters["aot_autograd"]
-    seen = [state for state in ("hit", "miss", "bypass") if counters.get(f"autograd_cache_{state}")]
-    return "mixed" if len(seen) > 1 else (seen[0] if seen else "none")
-
-
-def bare_round_ms(step, steps: int, rounds: int) -> list[float]:
-    """Per-step ms of `rounds` rounds of `steps` calls each, timed by a bare perf_counter."""
-    times = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        for _ in range(steps):
-            step()
-        times.append((time.perf_counter() - start) / steps * 1e3)
-    return times
-
-
 def validate_choice(what: str, value, valid) -> None:
+    """ValueError naming the valid values unless `value` is one of `valid`."""
     if value not in valid:
         raise ValueError(f"unknown {what} {value!r}; valid: {', '.join(map(str, valid))}")
 
 
-def slowed_down(fn, calls: int, fraction: float, device: str) -> tuple[Callable, dict]:
-    """`fn` preceded by extra real work that makes it slower by `fraction`, as measured.
-
-    Used to prove the regression gate. The extra work is a device spin (`torch.cuda._sleep`)
-    on CUDA, a busy wait on CPU. Its size is found by measurement, in rounds of `calls` calls
-    ending with one synchronize, as the cell is timed: the spin is scaled until the measured
-    slowdown is within a tenth of the target (at most CALIBRATION_PASSES passes). Sized open loop
-    from the spin's clock rate alone, a nominal +5 % measured +3.2 % to +7.1 % on the H200
-    (H200 gate runs of 2026-12-01), because launches and spins overlap differently in each cell.
-
-    Returns the slowed callable and the fields for extra_info: the target and the measured
-    extra ms per call, and the measured ms per call without it.
-    """
-    def per_call_ms(f) -> float:
-        return statistics.median(bare_round_ms(SyncedRounds(f, device, calls), calls, CALIBRATION_ROUNDS))
-
-    base_ms = per_call_ms(fn)
-    target_ms = fraction * base_ms
-    cuda = device.startswith("cuda")
-    units_per_ms = (_spin_cycles_per_second(device) if cuda else 1.0) / 1e3  # spin cycles or seconds
-    amount = target_ms * units_per_ms
-
-    def slow():
-        if cuda:
-            torch.cuda._sleep(int(amount))
-        else:
-            end = time.perf_counter() + amount
-            while time.perf_counter() < end:
-                pass
-        return fn()
-
-    achieved_ms = per_call_ms(slow) - base_ms
-    for _ in range(CALIBRATION_PASSES):
-        if abs(achieved_ms - target_ms) <= 0.1 * target_ms:
-            break
-        # Additive: work hidden in idle gaps (the device waiting for launches) shows as an offset.
-        amount = max(amount + (target_ms - achieved_ms) * units_per_ms, 0.0)
-        achieved_ms = per_call_ms(slow) - base_ms
-    return slow, {"injected_slowdown_ms": target_ms, "injected_measured_ms": achieved_ms,
-                  "injected_base_ms": base_ms}
-
-
-def _spin_cycles_per_second(device: str) -> float:
-    cycles = 10_000_000
-    torch.cuda._sleep(cycles)
-    synchronize(device)
-    start = time.perf_counter()
-    torch.cuda._sleep(cycles)
-    synchronize(device)
-    return cycles / (time.perf_counter() - start)
-
-
-def release_memory(device: str) -> None:
-    gc.collect()
-    if device.startswith("cuda"):
-        torch.cuda.empty_cache()
-
-
-def peak_gib(device: str) -> float | None:
-    if not device.startswith("cuda"):
-        return None
-    return torch.cuda.max_memory_allocated(device) / 2**30
-
-
-def memory_summary(device: str) -> str:
-    if not device.startswith("cuda"):
-        return "CPU run"
-    free, total = torch.cuda.mem_get_info(device)
-    return (f"peak allocated {torch.cuda.max_memory_allocated(device) / 2**30:.1f} GiB, "
-            f"now allocated {torch.cuda.memory_allocated(device) / 2**30:.1f} GiB, "
-            f"free {free / 2**30:.1f} of {total / 2**30:.1f} GiB")
-
-
-__all__ = ["CONFIGS", "DEFAULT_ROUNDS", "MODES", "Cell", "CellFailure", "CellSkip", "Suite"]
+__all__ = ["CONFIGS", "DEFAULT_ROUNDS", "MODES", "Cell", "CellFailure", "CellSkip", "PhaseClock", "Suite",
+           "guarded", "require"]

@@ -47,19 +47,11 @@ from attn_impls.native import attention_math
 from attn_impls.registry import PACKINGS, SeqLayout, VarlenAttention, VarlenImpl, get_varlen_impl
 
 from . import envinfo, parity
-from .harness import (
-    MODES,
-    STEPS_PER_ROUND,
-    CellFailure,
-    CellSkip,
-    PhaseClock,
-    compile_cache_fields,
-    guarded,
-    peak_gib,
-    require,
-)
+from .harness import MODES, CellFailure, CellSkip, PhaseClock, guarded, require
+from .isolation import compile_cache_fields, peak_gib
 from .kernels import check_kernels, profiled_names
 from .model import AttentionBlock, TrainStep, compile_model, merge_heads, split_qkv, synchronize
+from .timer import STEPS_PER_ROUND
 
 
 @dataclass(frozen=True)

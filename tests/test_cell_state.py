@@ -4,7 +4,7 @@ import weakref
 
 import pytest
 
-from attn_bench.harness import fresh_cell_state, release_memory
+from attn_bench.isolation import fresh_cell_state, release_memory
 
 pytestmark = pytest.mark.suite
 

@@ -334,8 +334,8 @@ def cpu_suite():
 
 def test_a_training_cell_is_metered_over_its_timed_steps_and_priced(cpu_suite, monkeypatch):
     """run_cell's wrapper sees every step pedantic makes: each training step draws 2 J from the stand-in."""
-    from attn_bench.harness import STEPS_PER_ROUND
     from attn_bench.model import TrainStep
+    from attn_bench.timer import STEPS_PER_ROUND
 
     nvml = FakeNvml(mj_per_call=0, s_per_call=0.0)
     counters = open_counters("cuda:0", nvml=nvml, props=PROPS_1)
@@ -363,7 +363,7 @@ def test_a_cpu_cell_records_why_there_is_no_energy_and_its_cost(cpu_suite):
 
 
 def test_an_attention_cell_is_metered_over_its_timed_calls(cpu_suite, monkeypatch):
-    """_time_rounds' wrapper sees every call pedantic makes: each attention call draws 0.1 J."""
+    """RoundTimer.time_calls' wrapper sees every call pedantic makes: each attention call draws 0.1 J."""
     from attn_bench.kernel_bench import AttentionCall
 
     nvml = FakeNvml(mj_per_call=0, s_per_call=0.0)

@@ -347,7 +347,7 @@ def test_injected_slowdown_is_sized_by_measurement():
     """A stand-in of a device that idles 2 ms per call waiting for launches: injected work up to
     2 ms hides in that gap, so work sized from the target alone (1.5 ms) would show none. The
     injection is re-sized until the measured slowdown is the target."""
-    from attn_bench.harness import slowed_down
+    from attn_bench.timer import slowed_down
     last = [time.perf_counter()]
 
     def step():  # 2 ms of work after an idle gap of 2 ms that earlier work can fill

@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from attn_bench.harness import aot_cache_state, fresh_cell_state, inductor_cache_state, use_inductor_cache
+from attn_bench.isolation import aot_cache_state, fresh_cell_state, inductor_cache_state, use_inductor_cache
 from attn_impls import AttnShape, get_impl
 
 pytestmark = pytest.mark.suite

@@ -228,6 +228,16 @@ def test_attention_cell_records_flops_and_effective_tflops(suite):
     assert "do_bench_ms" not in info and info["peak_gib"] is None  # CUDA only
 
 
+
+def test_attention_results_scale_effective_tflops_by_the_tile_density():
+    """A sparse variant's effective TFLOP/s counts only the tiles it computes (at seq 196 neighborhood
+    computes every tile, so the cell test above cannot tell)."""
+    from attn_bench.record import attention_results
+
+    fields = attention_results(median_s=0.002, flops=4e12, first_call_s=1.0, tile_density=0.25)
+    assert fields == pytest.approx({"median_ms": 2.0, "tflops": 2000.0, "compile_s": 0.998, "tflops_effective": 500.0})
+    assert "tflops_effective" not in attention_results(0.002, 4e12, 1.0, tile_density=None)
+
 def test_attention_cell_without_backward_runs_forward_only(suite):
     """flex has no backward on CPU: its fwd cells run (parity forward-only), fwd_bwd cells skip."""
     from attn_bench.harness import CellSkip

@@ -139,6 +139,16 @@ def test_study_yardstick_and_bare_loop_options_record_their_fields(tmp_path):
     assert {"bare_loop", "study"} <= set(info["phase_s"]) and math.isfinite(info["phase_s"]["study"])
 
 
+
+def test_bare_loop_fields_keep_the_halves_apart():
+    """The bare loop's medians: of all its rounds, of those before the timed rounds and of those after;
+    with a single round (none before), `before` falls back to the rounds after."""
+    from attn_bench.timer import bare_loop_fields
+    assert bare_loop_fields([1.0, 3.0], [5.0, 7.0, 9.0]) == {
+        "bare_loop_median_ms": 5.0, "bare_loop_before_ms": 2.0, "bare_loop_after_ms": 7.0}
+    assert bare_loop_fields([], [4.0]) == {
+        "bare_loop_median_ms": 4.0, "bare_loop_before_ms": 4.0, "bare_loop_after_ms": 4.0}
+
 # --- the study's attention functions and the yardstick ------------------------------------
 
 def _qkv(shape, dtype, seed=0):
