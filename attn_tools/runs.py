@@ -94,9 +94,8 @@ def run_settings(run: dict) -> dict:
 
     Run-level: profile, rounds, warmup, slowdown, and compile_scope when the run has compiled
     training or inference cells (the only ones it changes; a run written before the option compiled
-    each block); workers_per_gpu, bare_loop and study always (defaults 1, False, False). Per cell:
-    iterations (pytest-benchmark's steps per round) and steps_per_round (the harness's), given as
-    the one value all cells share, or a sorted tuple when they differ.
+    each block); workers_per_gpu, bare_loop and study always (defaults 1, False, False). The per-cell
+    settings (CELL_SETTINGS) belong to cells, not runs: `cell_setting_differences` compares them.
     """
     suite = run.get("attn_suite") or {}
     settings = {name: suite[name] for name in RUN_SETTINGS if suite.get(name) is not None}
@@ -105,10 +104,6 @@ def run_settings(run: dict) -> dict:
         settings["compile_scope"] = suite.get("compile_scope", "block")
     settings["workers_per_gpu"] = workers_per_gpu(run)
     settings.update({name: bool(suite.get(name)) for name in SWITCH_SETTINGS})
-    for name, (section, key) in CELL_SETTINGS.items():
-        values = {(b.get(section) or {}).get(key) for b in run["benchmarks"]} - {None}
-        if values:
-            settings[name] = values.pop() if len(values) == 1 else tuple(sorted(values))
     return settings
 
 
@@ -176,7 +171,6 @@ def comparable(a: dict, b: dict, allow_injected_slowdown: bool = False,
         reasons.append(f"GPU model: {la} {gpu_a!r}, {lb} {gpu_b!r}")
     settings_a, settings_b = run_settings(a), run_settings(b)
     ignored = {"slowdown"} if allow_injected_slowdown and not settings_a.get("slowdown") else set()
-    ignored |= set(CELL_SETTINGS)  # compared cell by cell below
     reasons += [f"{name}: {la} {settings_a[name]!r}, {lb} {settings_b[name]!r}" for name in settings_a
                 if name in settings_b and name not in ignored and settings_a[name] != settings_b[name]]
     if compare_cells:
