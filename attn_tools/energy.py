@@ -20,9 +20,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .runs import cell_params, median_ms, short_name
+from .runs import BASELINE_IMPL, cell_params, median_ms, short_name
 
-BASELINE_IMPL = "native"
 # The energy counter is updated by the driver at intervals, not continuously: over a window
 # only a few intervals long, J per step is only as good as the window is long. Below this
 # many seconds the note says so.

@@ -72,6 +72,8 @@ SCOPED_TESTS = ("test_train_step[", "test_infer_step[")  # cells whose model --a
 # test_varlen_train_step[<impl>-<mode>-changing]: the cell with new image sizes every step
 CHANGING_ID_SUFFIX = "-changing"
 CELL_SETTINGS = {"iterations": ("stats", "iterations"), "steps_per_round": ("extra_info", "steps_per_round")}
+# The baseline of every speedup and "energy saved": native/<same variant>, same seq_len and mode, same run.
+BASELINE_IMPL = "native"
 GPU_SOFTWARE_KEYS = ("driver", "cuda", "cudnn")  # machine_info["gpu"] entries that are software versions
 
 

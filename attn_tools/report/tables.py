@@ -5,14 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..energy import cell_energy, energy_saved_vs_native
-from ..runs import short_kernel_name
+from ..runs import BASELINE_IMPL, short_kernel_name
 from .cells import ATTENTION, INFER, KINDS, TRAIN, cell_kind, mode_rank
 from .merge import Merged
 
 # A kernel cell whose host time a call is at least this share of its median is bound by the host:
 # at seq 196 on the H200, 33 of 60 such cells were within 5 % of do_bench, 56 of 64 others.
 HOST_BOUND_SHARE = 0.8
-BASELINE_IMPL = "native"  # speedups are over native/<same variant> at the same seq_len, in the same run
 
 
 @dataclass(frozen=True)
